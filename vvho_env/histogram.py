@@ -1,0 +1,78 @@
+"""Log-bucketed latency histogram (HDR-style), shared by the simulator and the live probe.
+
+Buckets grow geometrically by GROWTH from MIN_NS to MAX_NS. A value is reported as the geometric
+middle of its bucket, so the relative error is at most sqrt(GROWTH) - 1 = 0.995% (< 1%).
+Values below MIN_NS land in bucket 0, values above MAX_NS in the last bucket (overflow is counted).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+MIN_NS = 100.0  # 100 ns
+MAX_NS = 10.0e9  # 10 s
+GROWTH = 1.02
+LOG_GROWTH = math.log(GROWTH)
+N_BUCKETS = int(math.ceil(math.log(MAX_NS / MIN_NS) / LOG_GROWTH)) + 1
+MAX_REL_ERROR = math.sqrt(GROWTH) - 1.0
+
+
+@nb.njit(cache=True, inline="always")
+def bucket_of(value_ns: float) -> int:
+    if value_ns <= MIN_NS:
+        return 0
+    b = int(math.log(value_ns / MIN_NS) / LOG_GROWTH)
+    return b if b < N_BUCKETS else N_BUCKETS - 1
+
+
+def bucket_value_ns(bucket: np.ndarray | int) -> np.ndarray:
+    """Representative value (geometric middle) of a bucket, in ns."""
+    b = np.asarray(bucket, dtype=np.float64)
+    return MIN_NS * np.exp((b + 0.5) * LOG_GROWTH)
+
+
+def percentiles_ns(counts: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """Percentiles (q in [0, 100]) from bucket counts; NaN when the histogram is empty.
+
+    Counts may be 2-D (one histogram per row); the result then has one row per histogram.
+    """
+    c = np.atleast_2d(np.asarray(counts, dtype=np.int64))
+    total = c.sum(axis=1)
+    cum = np.cumsum(c, axis=1)
+    out = np.full((c.shape[0], len(qs)), np.nan)
+    for j, q in enumerate(qs):
+        rank = np.ceil(q / 100.0 * total).clip(min=1)
+        idx = (cum < rank[:, None]).sum(axis=1)
+        vals = bucket_value_ns(np.minimum(idx, N_BUCKETS - 1))
+        out[:, j] = np.where(total > 0, vals, np.nan)
+    return out if np.ndim(counts) == 2 else out[0]
+
+
+class LogHistogram:
+    """A growing histogram for one measurement window (used by the live probe)."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
+
+    def record_ns(self, value_ns: float) -> None:
+        self.counts[bucket_of(float(value_ns))] += 1
+
+    def record_many_ns(self, values_ns: np.ndarray) -> None:
+        v = np.asarray(values_ns, dtype=np.float64)
+        idx = np.zeros(v.shape, dtype=np.int64)
+        above = v > MIN_NS
+        idx[above] = (np.log(v[above] / MIN_NS) / LOG_GROWTH).astype(np.int64)
+        np.add.at(self.counts, np.minimum(idx, N_BUCKETS - 1), 1)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def percentile_us(self, q: float) -> float:
+        return float(percentiles_ns(self.counts, (q,))[0]) / 1000.0
+
+    def reset(self) -> None:
+        self.counts[:] = 0

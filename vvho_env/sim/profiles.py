@@ -1,0 +1,184 @@
+"""Host profiles: every physical constant of the simulator, each with its source or stated reason.
+
+A profile is turned into a float64 runtime array (``to_array``) so that it can be randomised per
+episode (domain randomisation) and fitted to a real host later without recompiling the simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+from vvho_env.knobs import KNOB_NAMES
+
+# Knobs the libvirt backend really sets on the TCG testbed of this machine (see vvho_env/live).
+# halt_poll_ns needs KVM; guest-side and host-NIC knobs need a guest agent/NIC the testbed lacks;
+# restart-cost knobs are fixed by the test domain's definition.
+TESTBED_SETTABLE = frozenset(
+    {
+        "vcpu_pinning",
+        "vcpu_quota",
+        "vcpu_period",
+        "emulator_quota",
+        "global_quota",
+        "cpu_shares",
+        "emulator_placement",
+        "vcpu_sched_policy",
+    }
+)
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    """Physical constants of one host. Times in ns unless the name says otherwise."""
+
+    name: str
+    description: str
+    # -- topology ------------------------------------------------------------------------------
+    # pCPUs shared by the latency VM and its neighbours (a slice of a server; the housekeeping pCPU
+    # and a PMD core, when used, come on top).
+    n_pcpu: int = 4
+    cpu_ghz: float = 2.4  # a 2.4 GHz Xeon, the class of the published testbeds
+    # -- VM exit / entry (SplitX, Landau et al.: exit+entry ~2,000-2,500 cycles on Nehalem-Sandy
+    # Bridge; only the sum is published, the split between transition and handler is assumed) ----
+    exit_hw_cycles: float = 1000.0  # hardware VM-exit transition (state save to the VMCS)
+    exit_handler_cycles: float = 300.0  # minimal KVM exit handler (vmcs reads, dispatch)
+    entry_hw_cycles: float = 950.0  # hardware VM-entry transition (state load, checks)
+    # -- host scheduler ------------------------------------------------------------------------
+    # wake-up + context switch of a thread on an idle or busy core: 1-2 us on Linux
+    # (lmbench lat_ctx; Tsuna, "How long does it take to make a context switch?", 2010).
+    ctx_switch_ns: float = 1500.0
+    # cost of the vCPU thread blocking in kvm_vcpu_halt (schedule() out); same order as a switch.
+    block_ns: float = 1000.0
+    # -- idle states (intel_idle.c, Skylake-SP table: exit latency / target residency) -----------
+    c1_exit_ns: float = 2000.0
+    c1_residency_ns: float = 2000.0
+    c1e_exit_ns: float = 10000.0
+    c1e_residency_ns: float = 20000.0
+    c6_exit_ns: float = 133000.0
+    c6_residency_ns: float = 600000.0
+    # -- halt polling (Documentation/virt/kvm/halt-polling.rst) --------------------------------
+    kvm: float = 1.0  # 1 when KVM runs the guest (host halt-polling exists), 0 under TCG
+    halt_poll_grow: float = 2.0  # halt_poll_ns_grow
+    halt_poll_grow_start: float = 10000.0  # halt_poll_ns_grow_start
+    halt_poll_shrink: float = 0.0  # halt_poll_ns_shrink (0 = reset to 0)
+    halt_poll_adaptive: float = 1.0  # 0 = fixed window (the behaviour before dynamic halt-polling)
+    halt_poll_detect_ns: float = 300.0  # one iteration of the poll loop (kvm_vcpu_check_block)
+    # guest haltpoll (Documentation/virt/guest-halt-polling.rst defaults)
+    guest_poll_max_ns: float = 200000.0  # guest_halt_poll_ns
+    guest_poll_grow: float = 2.0  # guest_halt_poll_grow
+    guest_poll_grow_start: float = 50000.0  # guest_halt_poll_grow_start
+    guest_poll_shrink: float = 2.0  # guest_halt_poll_shrink
+    guest_poll_detect_ns: float = 200.0  # a poll iteration in the guest idle loop / napi busy loop
+    # -- network path ----------------------------------------------------------------------------
+    # Host NIC interrupt + softirq per interrupt. Chosen with the vhost costs below so that the
+    # default-VM ping adds ~16 us over native (VMware vSphere 5.5 latency paper: 18 -> 34 us).
+    nic_irq_ns: float = 1000.0
+    vhost_rx_ns: float = 1500.0  # vhost-net worker per received packet (copy to the virtqueue)
+    vhost_tx_ns: float = 1000.0  # vhost-net worker per transmitted packet
+    # QEMU userspace virtio-net: tap read/write + virtqueue in the QEMU I/O thread. The vhost-net
+    # announcement (Tsirkin, 2010) reports userspace latency several times vhost's; 4x assumed.
+    userspace_rx_ns: float = 6000.0
+    userspace_tx_ns: float = 4000.0
+    # vhost-user with a polling PMD (DPDK virtio-user): no wake-ups, sub-us per packet
+    # (DPDK vhost PMD performance reports, ~10 Mpps per core => ~100 ns/pkt; 400/300 with copies).
+    pmd_rx_ns: float = 400.0
+    pmd_tx_ns: float = 300.0
+    # SR-IOV VF: DMA straight into guest memory + posted interrupt, no host thread. The paper's
+    # passthrough + dedicated core result (20 us vs 18 native) bounds it to ~1-2 us.
+    sriov_ns: float = 800.0
+    posted_interrupts: float = 1.0  # APICv: interrupts reach a running vCPU without an exit
+    guest_rx_ns: float = 2000.0  # guest virtio-net irq + stack per request (native stack cost)
+    guest_tx_ns: float = 1000.0  # guest transmit path per response
+    # -- guest timer tick -------------------------------------------------------------------------
+    tick_hz: float = 250.0  # CONFIG_HZ=250, the idle guest of the halt-polling commit
+    # Work done per tick by an idle guest (tick handler, RCU, timer reprogramming exits). Fitted so
+    # that an idle guest spends 1.1% of vCPU time in C0 without polling, as the halt-polling
+    # commit measured (commit aca6ff29); no other figure constrains it.
+    tick_ns: float = 40000.0
+    # -- interference ------------------------------------------------------------------------------
+    # Cold L1/L2 after another thread ran on the core: a few us for a working set of a few 100 KB
+    # (Li, Ding, Shen, "Quantifying the cost of context switch", ExpCS 2007).
+    cache_refill_ns: float = 3000.0
+    # Service-time inflation at full neighbour load from shared LLC/memory bandwidth: 10-30% in
+    # co-location studies (Mars et al., Bubble-Up, MICRO 2011; Lo et al., Heracles, ISCA 2015).
+    llc_interference: float = 0.15
+    # -- pause-loop exiting ----------------------------------------------------------------------
+    ple_yield_ns: float = 1500.0  # kvm_vcpu_on_spin: candidate scan + yield_to, on top of the exit
+    lock_spin_ns: float = 400.0  # mean spin of an uncontended-holder spinlock (holder running)
+    lock_hold_ns: float = 2000.0  # critical section left when a preempted holder runs again
+    # -- RT throttling (Documentation/scheduler/sched-rt-group.rst defaults) --------------------
+    rt_runtime_ns: float = 950e6
+    rt_period_ns: float = 1000e6
+    # -- misc ----------------------------------------------------------------------------------------
+    housekeeping_load: float = 0.05  # background load of the housekeeping pCPU (irqs, kthreads)
+    neighbour_burst_ns: float = 2e6  # CPU burst of a neighbour's runnable period (CPU-bound VMs)
+    restart_outage_ns: float = 2e9  # a restart-cost knob changed mid-episode: guest reboot, ~2 s
+    guest_slowdown: float = 1.0  # multiplier on guest CPU work (TCG emulation >> 1)
+    settable: frozenset[str] = frozenset(KNOB_NAMES)  # what a backend can set on this host
+    host_wide: frozenset[str] = frozenset(
+        {"halt_poll_ns", "sched_slice_us", "ple_window", "idle_state", "rx_usecs"}
+    )
+
+    def to_array(self) -> np.ndarray:
+        return np.array([float(getattr(self, f)) for f in PROFILE_FIELDS], dtype=np.float64)
+
+    def exit_roundtrip_ns(self) -> float:
+        return (self.exit_hw_cycles + self.exit_handler_cycles + self.entry_hw_cycles) / self.cpu_ghz
+
+    def randomised(self, rng: np.random.Generator, spread: float) -> HostProfile:
+        """A copy with every cost scaled by an independent factor in [1 - spread, 1 + spread]."""
+        changes = {}
+        for f in PROFILE_FIELDS:
+            if f.endswith(("_ns", "_cycles")) and f not in ("rt_runtime_ns", "rt_period_ns"):
+                changes[f] = getattr(self, f) * float(rng.uniform(1 - spread, 1 + spread))
+        return replace(self, **changes)
+
+
+PROFILE_FIELDS: tuple[str, ...] = tuple(
+    f.name
+    for f in fields(HostProfile)
+    if f.name not in ("name", "description", "settable", "host_wide")
+)
+P = {name: i for i, name in enumerate(PROFILE_FIELDS)}  # field -> index in the runtime array
+
+
+XEON_KVM = HostProfile(
+    name="xeon-kvm",
+    description="2.4 GHz Xeon server slice (4 shared pCPUs + housekeeping) running KVM with APICv",
+)
+
+# The TCG testbed of this machine: QEMU without KVM, 2 cores. TCG translates guest code (5-20x
+# slower than native for kernel-heavy code, QEMU docs / measured here), every device access is a
+# trip through QEMU's main loop under the BQL, and user-mode networking (slirp) copies packets in
+# the QEMU process. Figures seen here: echo RTT p50 0.2-0.5 ms, p99 ~5 ms.
+TCG_TESTBED = HostProfile(
+    name="tcg-testbed",
+    description="this machine: QEMU TCG (no KVM), 2 pCPUs, slirp networking, libvirt-managed",
+    n_pcpu=2,
+    cpu_ghz=2.4,
+    exit_hw_cycles=24000.0,  # a TCG I/O exit: leave translated code, take the BQL (~10 us)
+    exit_handler_cycles=12000.0,
+    entry_hw_cycles=12000.0,
+    kvm=0.0,  # no KVM: no host halt polling; an idle TCG vCPU sleeps in a condition variable
+    userspace_rx_ns=60000.0,  # slirp + virtio-net emulation in the QEMU main loop
+    userspace_tx_ns=40000.0,
+    vhost_rx_ns=60000.0,  # no vhost-net with slirp: the same userspace path
+    vhost_tx_ns=40000.0,
+    guest_rx_ns=40000.0,  # guest network stack under TCG (~20x native)
+    guest_tx_ns=20000.0,
+    tick_ns=400000.0,  # tick work under TCG (~10x the KVM guest's)
+    guest_slowdown=20.0,
+    settable=TESTBED_SETTABLE,
+    host_wide=frozenset(),
+)
+
+PROFILES: dict[str, HostProfile] = {p.name: p for p in (XEON_KVM, TCG_TESTBED)}
+
+
+def get_profile(name: str) -> HostProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown host profile {name!r}; known profiles: {', '.join(PROFILES)}") from None

@@ -1,0 +1,107 @@
+"""Shared types: telemetry, the Backend protocol and the typed errors every backend raises.
+
+The Backend protocol is the one seam between the simulator and a live hypervisor: the env, the
+tuners, the agents and the host agent talk only to it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from vvho_env.scenarios import Scenario
+
+KnobValue = int | float | str | bool
+Settings = dict[str, KnobValue]
+
+
+class Status(enum.Enum):
+    OK = "ok"
+    DEGRADED = "degraded"  # measured, but something is off (probe noise too high, timeouts)
+    FAILED = "failed"
+
+
+class BackendError(RuntimeError):
+    """Base class of all backend faults."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend (libvirtd, the domain, the probe target) cannot be reached."""
+
+
+class ApplyRejected(BackendError):
+    """An apply failed and was rolled back; the message names the knob and the reason."""
+
+
+class MeasurementFailed(BackendError):
+    """A measurement window produced no usable telemetry."""
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """One measurement window, the same fields for the simulator and a live host.
+
+    Latencies are in microseconds and come from a log-bucketed histogram of the window's requests.
+    CPU figures are in cores (CPU-seconds per second of wall time).
+    """
+
+    window_s: float
+    requests: int  # requests completed in the window
+    p50_us: float
+    p99_us: float
+    p999_us: float
+    mean_us: float
+    slo_us: float
+    slo_violations: int  # completed requests whose latency exceeded the SLO
+    offered_rps: float
+    served_rps: float
+    vm_cpu: float  # latency VM: busy + polling burn + reserved dedicated cores
+    polling_cpu: float  # of which spent polling (host halt-poll, guest haltpoll, busy poll, PMD)
+    reserved_cores: float  # of which reserved dedicated cores not otherwise counted
+    throttled_frac: float  # share of the window the VM's threads spent throttled by CPU bandwidth
+    neighbour_cpu: float  # CPU the neighbour load actually got
+    neighbour_slowdown: float  # share of the neighbours' runnable time spent waiting, 0..1
+    errors: int = 0  # probe errors / timeouts (live); 0 in the simulator
+    status: Status = Status.OK
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def slo_violation_frac(self) -> float:
+        return self.slo_violations / self.requests if self.requests else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["status"] = self.status.value
+        d["slo_violation_frac"] = self.slo_violation_frac
+        return d
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can set. Knobs not listed are held at their current value (action masking)."""
+
+    settable: frozenset[str]
+    host_wide: frozenset[str]  # settable knobs whose change affects the whole host, not just the VM
+    deterministic: bool  # the simulator is; a live host is not
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The interface every backend implements (simulator, libvirt)."""
+
+    def reset(self, seed: int | None, scenario: Scenario) -> None:
+        """Start a new episode of `scenario` (restart-cost knobs take effect here)."""
+
+    def apply(self, settings: Mapping[str, KnobValue]) -> Settings:
+        """Apply knob settings transactionally; returns what was actually applied (read back)."""
+
+    def measure(self, window_s: float) -> Telemetry:
+        """Run one control interval and return its telemetry."""
+
+    def capabilities(self) -> Capabilities: ...
+
+    def close(self) -> None:
+        """Release resources and restore what apply() changed. Idempotent."""
