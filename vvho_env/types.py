@@ -7,6 +7,7 @@ tuners, the agents and the host agent talk only to it.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -74,6 +75,9 @@ class Telemetry:
 
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, float) and math.isnan(v):
+                d[k] = None  # no request completed in the window: no percentile
         d["status"] = self.status.value
         d["slo_violation_frac"] = self.slo_violation_frac
         return d

@@ -1,0 +1,358 @@
+"""Gymnasium environments over the Backend protocol: VVHOEnv (any backend) and VVHOVectorEnv (the
+simulator, N envs stepped in one numba call)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from vvho_env import knobs
+from vvho_env.objective import Objective, ObjectiveWeights, change_cost, objective_for
+from vvho_env.scenarios import DEFAULT_SCENARIO, Scenario, load_scenario, mean_requests_per_window
+from vvho_env.sim.backend import BatchSim, SimBackend
+from vvho_env.sim.profiles import get_profile
+from vvho_env.types import ApplyRejected, Backend, BackendError, KnobValue, Settings, Telemetry
+
+# Features per measurement window, all as a live host measures them (no neighbour demand, no phase).
+FEATURES = (
+    "log_p50_over_slo",
+    "log_p99_over_slo",
+    "log_p999_over_slo",
+    "violation_share",
+    "offered_over_ref",
+    "served_over_ref",
+    "vm_cpu",
+    "polling_cpu",
+    "throttled_frac",
+    "neighbour_cpu",
+    "neighbour_slowdown",
+)
+OBS_CLIP = 10.0
+
+
+class ActionError(ValueError):
+    """An action the env cannot turn into settings (wrong shape, NaN or inf)."""
+
+
+def window_features(tel: Telemetry, ref_rps: float) -> np.ndarray:
+    def lg(v: float) -> float:
+        return math.log(max(v, 1e-3) / tel.slo_us) if math.isfinite(v) else math.log(100.0)
+
+    viol = tel.slo_violations / max(tel.requests, 1)
+    return np.array(
+        [lg(tel.p50_us), lg(tel.p99_us), lg(tel.p999_us), viol, tel.offered_rps / ref_rps,
+         tel.served_rps / ref_rps, tel.vm_cpu, tel.polling_cpu, tel.throttled_frac, tel.neighbour_cpu,
+         tel.neighbour_slowdown],
+        dtype=np.float32,
+    ).clip(-OBS_CLIP, OBS_CLIP)
+
+
+@dataclass
+class Codec:
+    """Actions <-> settings and telemetry -> observations; shared by the single and vector envs."""
+
+    names: tuple[str, ...]
+    mode: str  # "absolute" | "delta"
+    delta_step: float
+    history: int
+    ref_rps: float
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("absolute", "delta"):
+            raise ValueError(f"action_mode {self.mode!r} not accepted; accepted: 'absolute', 'delta'")
+        if not 0.0 < self.delta_step <= 2.0:
+            raise ValueError(f"delta_step {self.delta_step} not accepted; accepted: (0, 2]")
+        if self.history < 1:
+            raise ValueError(f"history {self.history} not accepted; accepted: an integer >= 1")
+
+    @property
+    def action_space(self) -> spaces.Box:
+        return spaces.Box(-1.0, 1.0, shape=(len(self.names),), dtype=np.float32)
+
+    @property
+    def obs_size(self) -> int:
+        return self.history * len(FEATURES) + len(self.names)
+
+    @property
+    def observation_space(self) -> spaces.Box:
+        return spaces.Box(-OBS_CLIP, OBS_CLIP, shape=(self.obs_size,), dtype=np.float32)
+
+    def decode(self, action: Any, current: Mapping[str, KnobValue]) -> tuple[Settings, np.ndarray]:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (len(self.names),):
+            raise ActionError(f"action has shape {a.shape}; expected ({len(self.names)},) for knobs {self.names}")
+        bad = [n for n, v in zip(self.names, a, strict=True) if not math.isfinite(v)]
+        if bad:
+            raise ActionError(f"action is NaN/inf for knob(s) {', '.join(bad)}; accepted: finite values in [-1, 1]")
+        a = a.clip(-1.0, 1.0)
+        if self.mode == "delta":
+            now = np.array([knobs.get(n).to_unit(current[n]) for n in self.names])
+            a = (now + a * self.delta_step).clip(-1.0, 1.0)
+        return knobs.decode(a, self.names), a.astype(np.float32)
+
+    def encode(self, settings: Mapping[str, KnobValue]) -> np.ndarray:
+        return np.array(knobs.encode(settings, self.names), dtype=np.float32)
+
+    def observe(self, windows: Sequence[np.ndarray], prev_action: np.ndarray) -> np.ndarray:
+        hist = list(windows)[-self.history:]
+        pad = [np.zeros(len(FEATURES), dtype=np.float32)] * (self.history - len(hist))
+        return np.concatenate([*pad, *hist, prev_action]).astype(np.float32)
+
+
+def acting_knobs(profile_name: str, requested: Sequence[str] | None) -> tuple[str, ...]:
+    """The knobs an env acts on: those requested, by default every live knob the host profile can set.
+
+    Restart-cost knobs (vCPU count, virtio backend) are left out by default: mid-episode they cost
+    a guest outage, so they belong to the scenario's start settings unless a config asks for them.
+    """
+    profile = get_profile(profile_name)
+    if requested is None:
+        return tuple(k.name for k in knobs.KNOBS
+                     if k.name in profile.settable and k.change_cost is knobs.ChangeCost.LIVE)
+    names = tuple(knobs.get(n).name for n in requested)
+    unsettable = [n for n in names if n not in profile.settable]
+    if unsettable:
+        raise ApplyRejected(f"knob(s) {', '.join(unsettable)} cannot be set on host profile {profile.name!r}; "
+                            f"settable: {', '.join(sorted(profile.settable))}")
+    return names
+
+
+class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Tune a virtualized host for tail latency.
+
+    ## Description
+    One latency-sensitive VM shares a host with neighbour VMs. Each step is one control interval
+    (default 0.25 s): the agent sets the host's knobs (R: resource allocation, C: virtualization-layer
+    communication, S: context-switch strategy), the backend (simulator or live libvirt host) runs the
+    interval, and the agent observes what a live host can measure.
+
+    ## Action Space
+    ``Box(-1, 1, (n_knobs,))`` over the knobs the host profile can set, in registry order (see
+    ``env.knob_names``), through each knob's scale in ``vvho_env.knobs`` (linear/log, explicit
+    'off'/'unlimited' points, bins for categorical knobs). ``action_mode="absolute"`` sets the values;
+    ``"delta"`` moves each knob by at most ``delta_step`` on the [-1, 1] scale. NaN/inf actions raise
+    ``ActionError``; they are never turned into settings.
+
+    ## Observation Space
+    ``Box(-10, 10, (history * 11 + n_knobs,))``: for each of the last ``history`` windows, log p50,
+    p99, p99.9 over the SLO, violation share, offered and served load over the scenario's reference,
+    VM CPU, polling CPU, throttled share, neighbour CPU used, neighbour slowdown; then the previous
+    action (in [-1, 1] units).
+
+    ## Rewards
+    ``-J`` with J from ``vvho_env.objective``:
+    ``w_lat*min(log(1+p99/SLO), log 101) + w_viol*violations/ref + w_cpu*vm_cpu + w_nb*slowdown
+    + w_chg*change_cost``, defaults (1, 2, 0.1, 1, 1), the CPU weight per scenario where it says so.
+
+    ## Starting State
+    The scenario's start settings (knob defaults overridden by its ``base_settings``); one warm-up
+    window is measured to fill the first observation.
+
+    ## Episode End
+    Never terminated (no MDP end state). Truncated after ``max_steps`` (default: the scenario's
+    episode length) or when the backend fails beyond its retries (``info["truncated_reason"]``).
+
+    ## Arguments
+    scenario, backend (default: the simulator), knob_names, action_mode, delta_step, history,
+    max_steps, weights, randomise (domain randomisation, simulator only), retries, backoff_s.
+
+    ## Version History
+    v0: initial release.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        scenario: str | Scenario = DEFAULT_SCENARIO,
+        backend: Backend | None = None,
+        knob_names: Sequence[str] | None = None,
+        action_mode: str = "absolute",
+        delta_step: float = 0.25,
+        history: int = 4,
+        max_steps: int | None = None,
+        weights: ObjectiveWeights | None = None,
+        randomise: bool = False,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self.scenario = load_scenario(scenario)
+        self.backend: Backend = backend if backend is not None else SimBackend(randomise=randomise)
+        self.knob_names = acting_knobs(self.scenario.host_profile, knob_names)
+        self.codec = Codec(self.knob_names, action_mode, delta_step, history,
+                           mean_requests_per_window(self.scenario) / self.scenario.interval_s)
+        self.objective: Objective = objective_for(self.scenario, weights)
+        self.max_steps = max_steps or self.scenario.episode_intervals
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.action_space = self.codec.action_space
+        self.observation_space = self.codec.observation_space
+        self.settings: Settings = self.scenario.settings_at_start()
+        self._windows: list[np.ndarray] = []
+        self._prev_action = self.codec.encode(self.settings)
+        self._steps = 0
+        self._closed = False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        backend_seed = int(self.np_random.integers(0, 2**63 - 1))
+        self.backend.reset(backend_seed, self.scenario)
+        self.settings = self.scenario.settings_at_start()
+        self._steps = 0
+        self._prev_action = self.codec.encode(self.settings)
+        tel = self.backend.measure(self.scenario.interval_s)
+        self._windows = [window_features(tel, self.codec.ref_rps)]
+        return self.codec.observe(self._windows, self._prev_action), {"telemetry": tel.as_dict()}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        new, unit = self.codec.decode(action, self.settings)
+        info: dict[str, Any] = {}
+        changed = {n: v for n, v in new.items() if v != self.settings.get(n)}
+        tel = None
+        reason = ""
+        for attempt in range(self.retries + 1):
+            try:
+                if changed:
+                    applied = self.backend.apply(changed)
+                    changed = {}
+                    cost = change_cost(self.settings, applied)
+                    self.settings.update({n: applied[n] for n in self.knob_names if n in applied})
+                    info["change_cost"] = cost
+                tel = self.backend.measure(self.scenario.interval_s)
+                break
+            except ApplyRejected as exc:
+                info["apply_rejected"] = str(exc)
+                changed = {}
+            except BackendError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if attempt < self.retries:
+                    time.sleep(self.backoff_s * 2**attempt)
+        self._steps += 1
+        if tel is None:
+            info["truncated_reason"] = reason or "backend failed"
+            obs = self.codec.observe(self._windows, self._prev_action)
+            return obs, 0.0, False, True, info
+        self._prev_action = self.codec.encode(self.settings) if self.codec.mode == "delta" else unit
+        self._windows.append(window_features(tel, self.codec.ref_rps))
+        self._windows = self._windows[-self.codec.history:]
+        terms = self.objective.terms(tel, info.get("change_cost", 0.0))
+        reward = -float(sum(terms.values()))
+        info.update(telemetry=tel.as_dict(), settings=dict(self.settings), objective_terms=terms,
+                    phase=self.scenario.phase_at(self._steps)[1].name)
+        truncated = self._steps >= self.max_steps
+        return self.codec.observe(self._windows, self._prev_action), reward, False, truncated, info
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
+
+
+class VVHOVectorEnv(VectorEnv):
+    """N simulated envs stepped together in one numba call (autoreset: next step).
+
+    Env k with seed s gives exactly what VVHOEnv on the simulator gives with the same backend seed:
+    each env has its own RNG stream and its own state rows.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int,
+        scenario: str | Scenario = DEFAULT_SCENARIO,
+        knob_names: Sequence[str] | None = None,
+        action_mode: str = "absolute",
+        delta_step: float = 0.25,
+        history: int = 4,
+        max_steps: int | None = None,
+        weights: ObjectiveWeights | None = None,
+        randomise: bool = False,
+    ) -> None:
+        self.num_envs = num_envs
+        self.scenario = load_scenario(scenario)
+        self.knob_names = acting_knobs(self.scenario.host_profile, knob_names)
+        self.codec = Codec(self.knob_names, action_mode, delta_step, history,
+                           mean_requests_per_window(self.scenario) / self.scenario.interval_s)
+        self.objective = objective_for(self.scenario, weights)
+        self.max_steps = max_steps or self.scenario.episode_intervals
+        self.randomise = randomise
+        self.sim = BatchSim(num_envs)
+        self.single_action_space = self.codec.action_space
+        self.single_observation_space = self.codec.observation_space
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self._windows: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+        self._prev = np.zeros((num_envs, len(self.knob_names)), dtype=np.float32)
+        self._steps = np.zeros(num_envs, dtype=np.int64)
+        self._needs_reset = np.zeros(num_envs, dtype=bool)
+        self._rng = np.random.default_rng()
+
+    def _reset_env(self, k: int, seed: int) -> np.ndarray:
+        self.sim.reset_env(k, seed, self.scenario, randomise=self.randomise)
+        self._steps[k] = 0
+        self._prev[k] = self.codec.encode(self.sim.settings[k])
+        self._windows[k] = []
+        return self._prev[k]
+
+    def reset(self, *, seed: int | Sequence[int] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        if seed is None:
+            seeds = [int(s) for s in self._rng.integers(0, 2**63 - 1, self.num_envs)]
+        elif isinstance(seed, int):
+            self._rng = np.random.default_rng(seed)
+            seeds = [seed + k for k in range(self.num_envs)]
+        else:
+            seeds = [int(s) for s in seed]
+        for k, s in enumerate(seeds):
+            self._reset_env(k, s)
+        tels = self.sim.run(self.scenario.interval_s)
+        obs = np.stack([self._observe(k, tels[k]) for k in range(self.num_envs)])
+        self._needs_reset[:] = False
+        return obs, {}
+
+    def _observe(self, k: int, tel: Telemetry) -> np.ndarray:
+        self._windows[k].append(window_features(tel, self.codec.ref_rps))
+        self._windows[k] = self._windows[k][-self.codec.history:]
+        return self.codec.observe(self._windows[k], self._prev[k])
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        actions = np.asarray(actions)
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        truncs = np.zeros(self.num_envs, dtype=bool)
+        costs = np.zeros(self.num_envs)
+        resetting = np.flatnonzero(self._needs_reset)
+        for k in resetting:
+            self._reset_env(int(k), int(self._rng.integers(0, 2**63 - 1)))
+        for k in range(self.num_envs):
+            if self._needs_reset[k]:
+                continue
+            new, unit = self.codec.decode(actions[k], self.sim.settings[k])
+            changed = {n: v for n, v in new.items() if v != self.sim.settings[k][n]}
+            if changed:
+                prev = dict(self.sim.settings[k])
+                applied = self.sim.apply_env(k, changed)
+                costs[k] = change_cost(prev, applied)
+            self._prev[k] = self.codec.encode(self.sim.settings[k]) if self.codec.mode == "delta" else unit
+        tels = self.sim.run(self.scenario.interval_s)
+        obs = np.zeros((self.num_envs, self.codec.obs_size), dtype=np.float32)
+        for k in range(self.num_envs):
+            obs[k] = self._observe(k, tels[k])
+            if self._needs_reset[k]:
+                continue
+            self._steps[k] += 1
+            rewards[k] = -self.objective(tels[k], costs[k])
+            truncs[k] = self._steps[k] >= self.max_steps
+        self._needs_reset[:] = False
+        self._needs_reset[truncs] = True
+        terms = np.zeros(self.num_envs, dtype=bool)
+        info = {"p99_us": np.array([t.p99_us for t in tels]), "vm_cpu": np.array([t.vm_cpu for t in tels])}
+        return obs, rewards, terms, truncs, info

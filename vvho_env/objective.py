@@ -1,0 +1,83 @@
+"""The one objective every method is judged by (lower is better; the env's reward is its negative).
+
+    J = w_lat * min(log(1 + p99 / SLO), LAT_CLIP)          tail latency relative to the SLO
+      + w_viol * violations / ref_requests                 SLO violations (additive over windows)
+      + w_cpu * vm_cpu                                     CPU cost in cores (busy + polling + reserved)
+      + w_nb * neighbour_slowdown                          share of neighbours' runnable time lost
+      + w_chg * sum_k change_weight_k * |dx_k| / 2         cost of moving knobs (dx in [-1, 1] units)
+
+log(1 + p99/SLO) is log(p99/SLO) for p99 >> SLO and stays positive below the SLO, so ratios of
+objectives between methods are meaningful. The violation term divides by a fixed per-scenario
+reference request count, so its sum over windows equals pooled violations / reference: it agrees
+with metrics pooled over an episode. A window that served nothing while load was offered scores the
+latency clip and a full violation share.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from vvho_env import knobs
+from vvho_env.types import KnobValue, Telemetry
+
+LAT_CLIP = math.log1p(100.0)  # p99 at 100x the SLO or worse: no further distinction
+
+
+@dataclass(frozen=True)
+class ObjectiveWeights:
+    latency: float = 1.0
+    violations: float = 2.0
+    cpu: float = 0.1
+    neighbour: float = 1.0
+    change: float = 1.0
+
+
+@dataclass(frozen=True)
+class Objective:
+    weights: ObjectiveWeights
+    ref_requests: float  # the scenario's mean requests per window
+
+    def terms(self, tel: Telemetry, change: float = 0.0) -> dict[str, float]:
+        w = self.weights
+        offered = tel.offered_rps * tel.window_s
+        if tel.requests > 0 and math.isfinite(tel.p99_us):
+            lat = min(math.log1p(tel.p99_us / tel.slo_us), LAT_CLIP)
+            viol = tel.slo_violations / max(self.ref_requests, 1.0)
+        elif offered > 0:
+            lat = LAT_CLIP
+            viol = max(offered, float(tel.slo_violations)) / max(self.ref_requests, 1.0)
+        else:
+            lat, viol = 0.0, 0.0
+        return {
+            "latency": w.latency * lat,
+            "violations": w.violations * viol,
+            "cpu": w.cpu * tel.vm_cpu,
+            "neighbour": w.neighbour * tel.neighbour_slowdown,
+            "change": w.change * change,
+        }
+
+    def __call__(self, tel: Telemetry, change: float = 0.0) -> float:
+        return sum(self.terms(tel, change).values())
+
+
+def change_cost(prev: Mapping[str, KnobValue], new: Mapping[str, KnobValue]) -> float:
+    """Sum over changed knobs of change_weight * |distance on the [-1, 1] scale| / 2."""
+    total = 0.0
+    for name, value in new.items():
+        if name in prev and prev[name] != value:
+            k = knobs.get(name)
+            total += k.change_weight * abs(k.to_unit(value) - k.to_unit(prev[name])) / 2.0
+    return total
+
+
+def objective_for(scenario: object, weights: ObjectiveWeights | None = None) -> Objective:
+    """The objective of a scenario: default weights, its CPU weight override, its reference load."""
+    from vvho_env.scenarios import Scenario, mean_requests_per_window
+
+    assert isinstance(scenario, Scenario)
+    w = weights or ObjectiveWeights()
+    if scenario.cpu_weight is not None and weights is None:
+        w = ObjectiveWeights(cpu=scenario.cpu_weight)
+    return Objective(weights=w, ref_requests=mean_requests_per_window(scenario))
