@@ -79,6 +79,7 @@ P_USERSPACE_RX_NS = P["userspace_rx_ns"]
 P_USERSPACE_TX_NS = P["userspace_tx_ns"]
 P_VHOST_RX_NS = P["vhost_rx_ns"]
 P_VHOST_TX_NS = P["vhost_tx_ns"]
+P_VCPU_WAKE_NS = P["vcpu_wake_ns"]
 
 # ------------------------------------------------------------------ sizes
 MV = 4  # max vCPUs
@@ -403,7 +404,7 @@ def dispatch(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p:
         if S[ei(e, F_KIND)] == KIND_VCPU and last >= 0:
             ovh_busy += int(prof[P_CACHE_REFILL_NS])
     if S[ei(e, F_ENTRY)] != 0:
-        ovh_busy += entry_ns(prof)
+        ovh_busy += entry_ns(prof) + int(prof[P_VCPU_WAKE_NS])
         S[ei(e, F_ENTRY)] = 0
     S[ci(p, C_CUR)] = e
     S[ci(p, C_LAST)] = e
@@ -809,9 +810,10 @@ def backend_push(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray
 
 @nb.njit(cache=True)
 def backend_item_cost(cfg: np.ndarray, prof: np.ndarray, item: int) -> int:
+    irq = prof[P_NIC_IRQ_NS] if item >= 0 else 0.0  # the host NIC irq + softirq that woke us
     if int(cfg[K_BACKEND]) == BACKEND_USERSPACE:
-        return int(prof[P_USERSPACE_RX_NS] if item >= 0 else prof[P_USERSPACE_TX_NS])
-    return int(prof[P_VHOST_RX_NS] if item >= 0 else prof[P_VHOST_TX_NS])
+        return int(irq + (prof[P_USERSPACE_RX_NS] if item >= 0 else prof[P_USERSPACE_TX_NS]))
+    return int(irq + (prof[P_VHOST_RX_NS] if item >= 0 else prof[P_VHOST_TX_NS]))
 
 
 @nb.njit(cache=True)

@@ -51,6 +51,10 @@ class HostProfile:
     ctx_switch_ns: float = 1500.0
     # cost of the vCPU thread blocking in kvm_vcpu_halt (schedule() out); same order as a switch.
     block_ns: float = 1000.0
+    # KVM's side of waking a blocked vCPU beyond a plain switch: kvm_vcpu_kick (IPI to the target
+    # pCPU), try_to_wake_up, vcpu_load (VMCS load). Fitted to the halt-polling commit: polling saved
+    # 7 us per TCP_RR transaction (34 -> 27 us), i.e. C1 exit + switch + this - one poll iteration.
+    vcpu_wake_ns: float = 3800.0
     # -- idle states (intel_idle.c, Skylake-SP table: exit latency / target residency) -----------
     c1_exit_ns: float = 2000.0
     c1_residency_ns: float = 2000.0
@@ -72,10 +76,12 @@ class HostProfile:
     guest_poll_shrink: float = 2.0  # guest_halt_poll_shrink
     guest_poll_detect_ns: float = 200.0  # a poll iteration in the guest idle loop / napi busy loop
     # -- network path ----------------------------------------------------------------------------
-    # Host NIC interrupt + softirq per interrupt. Chosen with the vhost costs below so that the
-    # default-VM ping adds ~16 us over native (VMware vSphere 5.5 latency paper: 18 -> 34 us).
+    # Host NIC interrupt + softirq per interrupt (~1 us on a 10 GbE NIC); on the latency path of
+    # the userspace/vhost backends (the backend thread is woken from the softirq), and CPU cost.
     nic_irq_ns: float = 1000.0
-    vhost_rx_ns: float = 1500.0  # vhost-net worker per received packet (copy to the virtqueue)
+    # vhost-net handle_rx per packet: recvmsg from the tap socket, copy into the virtqueue, irqfd
+    # signal; 2-4 us per small packet in vhost-net profiles (Tsirkin, KVM Forum 2012 "vhost-net").
+    vhost_rx_ns: float = 3000.0
     vhost_tx_ns: float = 1000.0  # vhost-net worker per transmitted packet
     # QEMU userspace virtio-net: tap read/write + virtqueue in the QEMU I/O thread. The vhost-net
     # announcement (Tsirkin, 2010) reports userspace latency several times vhost's; 4x assumed.
