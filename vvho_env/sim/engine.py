@@ -371,7 +371,26 @@ def set_seg_end(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray,
 
 @nb.njit(cache=True)
 def go_idle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, now: int) -> None:
-    """Nothing runnable on p: the idle governor picks a C-state for the predicted idle time."""
+    """Nothing runnable on p: pull a waiting task from a busy pCPU (newidle balancing), else the idle
+    governor picks a C-state for the predicted idle time."""
+    best = -1
+    best_t = INF
+    for o in range(ME):
+        if S[ei(o, F_STATE)] == ST_RUNNABLE and S[ei(o, F_CPU)] != p and (S[ei(o, F_MASK)] >> p) & 1:
+            if S[ei(o, F_RUNNABLE_T)] < best_t:
+                best_t = S[ei(o, F_RUNNABLE_T)]
+                best = o
+    if best >= 0:
+        S[ei(best, F_CPU)] = p
+        if S[ei(best, F_FIFO)] == 0:
+            v = avg_vruntime(S, X, p)
+            if v >= 0:
+                X[X_VR + best] = v
+        S[ci(p, C_CUR)] = -1
+        S[ci(p, C_EXIT_LAT)] = 0
+        S[ci(p, C_IDLE_T)] = now
+        dispatch(S, X, cfg, prof, p, best, now)
+        return
     S[ci(p, C_CUR)] = -1
     S[OFF_EV + EV_CPU0 + p] = INF
     S[ci(p, C_IDLE_T)] = now
@@ -858,6 +877,12 @@ def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: 
                 X[X_DL + e] = X[X_VR + e] + cfg[K_SLICE] * 1024.0 / X[X_W + e]
             stop_current(S, X, cfg, p, now, ST_RUNNABLE)
             pick(S, X, cfg, prof, p, now)
+            if S[ei(e, F_STATE)] == ST_RUNNABLE:
+                q = place_cpu(S, e)
+                if q != p and S[ci(q, C_CUR)] < 0:
+                    # an idle pCPU pulls the preempted task (idle/nohz balancing)
+                    S[ei(e, F_STATE)] = ST_SLEEP
+                    make_runnable(S, X, cfg, prof, e, now)
         else:
             if S[ei(e, F_FIFO)] == 0:
                 X[X_DL + e] = X[X_VR + e] + cfg[K_SLICE] * 1024.0 / X[X_W + e]
@@ -1103,9 +1128,7 @@ def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
            fresh: bool) -> None:
     """(Re)build entities, placement and weights from the knobs; called at reset and on apply."""
     npc = int(prof[P_N_PCPU])
-    S[I_NPCPU] = npc
     hk = npc  # housekeeping pCPU index
-    S[I_HK] = hk
     nv = int(cfg[K_NVCPU])
     if fresh:
         S[:] = 0
@@ -1131,6 +1154,8 @@ def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
             S[OFF_EV + EV_ARR] = now + next_arrival_gap(S, R, cfg)
         if cfg[W_MMPP_MULT] != 1.0:
             S[OFF_EV + EV_MMPP] = now + int(rand_exp(R, cfg[W_MMPP_OFF]))
+    S[I_NPCPU] = npc
+    S[I_HK] = hk
     shared_mask = (1 << npc) - 1
     dedicated = cfg[K_PIN] > 0
     vcpu_mask = 0
