@@ -10,8 +10,9 @@ import typer
 from vvho_env.live import testbed as tb
 from vvho_env.types import BackendError
 
-testbed_app = typer.Typer(help="Build, start, stop and inspect the TCG/KVM test guest driven by libvirt.",
-                          no_args_is_help=True)
+testbed_app = typer.Typer(
+    help="Build, start, stop and inspect the TCG/KVM test guest driven by libvirt.", no_args_is_help=True
+)
 host_app = typer.Typer(help="Check what this host can do for the live backend.", no_args_is_help=True)
 
 URI = typer.Option(tb.DEFAULT_URI, help="libvirt URI of the hypervisor")
@@ -24,8 +25,10 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 @testbed_app.command()
-def build(force: bool = typer.Option(False, help="rebuild even if the inputs did not change"),
-          kernel: str = typer.Option("", help="kernel version from /boot (default: newest with modules)")) -> None:
+def build(
+    force: bool = typer.Option(False, help="rebuild even if the inputs did not change"),
+    kernel: str = typer.Option("", help="kernel version from /boot (default: newest with modules)"),
+) -> None:
     """Build the guest kernel + busybox initramfs + service into the cache folder ($VVHO_CACHE)."""
     try:
         image = tb.build_image(kernel or None, force=force)
@@ -35,18 +38,23 @@ def build(force: bool = typer.Option(False, help="rebuild even if the inputs did
 
 
 @testbed_app.command()
-def up(uri: str = URI, domain: str = DOMAIN,
-       port: int = typer.Option(tb.DEFAULT_PORT, help="loopback port forwarded to the guest service"),
-       vcpus: int = typer.Option(1, min=1, max=4, help="guest vCPUs (keep below the host's pCPU count)"),
-       accel: str = typer.Option("auto", help="auto (boot-test KVM once, else TCG), kvm or tcg"),
-       timeout: float = typer.Option(120.0, help="seconds to wait for the guest service")) -> None:
+def up(
+    uri: str = URI,
+    domain: str = DOMAIN,
+    port: int = typer.Option(tb.DEFAULT_PORT, help="loopback port forwarded to the guest service"),
+    vcpus: int = typer.Option(1, min=1, max=4, help="guest vCPUs (keep below the host's pCPU count)"),
+    accel: str = typer.Option("auto", help="auto (boot-test KVM once, else TCG), kvm or tcg"),
+    timeout: float = typer.Option(120.0, help="seconds to wait for the guest service"),
+) -> None:
     """Start libvirt if needed, boot the guest and wait until its service answers."""
     try:
         state = tb.up(uri, domain, port, vcpus, accel, boot_timeout_s=timeout)
     except BackendError as exc:
         raise _fail(exc) from None
-    typer.echo(f"{domain} up ({state.domain_type}, {state.vcpus} vCPU) in {state.boot_s:.1f} s; "
-               f"service on 127.0.0.1:{state.port}")
+    typer.echo(
+        f"{domain} up ({state.domain_type}, {state.vcpus} vCPU) in {state.boot_s:.1f} s; "
+        f"service on 127.0.0.1:{state.port}"
+    )
 
 
 @testbed_app.command()
@@ -66,8 +74,11 @@ def status(uri: str = URI, domain: str = DOMAIN) -> None:
 
 
 @host_app.command()
-def check(uri: str = URI, domain: str = DOMAIN,
-          seconds: float = typer.Option(3.0, help="length of the probe RTT baseline window")) -> None:
+def check(
+    uri: str = URI,
+    domain: str = DOMAIN,
+    seconds: float = typer.Option(3.0, help="length of the probe RTT baseline window"),
+) -> None:
     """Report libvirt version, KVM usability, settable knobs, guest reachability and a probe baseline."""
     from vvho_env.live.backend import LibvirtBackend, _libvirt
     from vvho_env.live.probe import LocalEcho, run_probe
@@ -84,9 +95,15 @@ def check(uri: str = URI, domain: str = DOMAIN,
         lines["libvirt"] = f"unreachable: {exc} (run scripts/start-libvirt.sh)"
         ok = False
     verdict = tb.cache_dir() / f"kvm-{os.uname().release}.json"
-    lines["kvm"] = ("usable" if json.loads(verdict.read_text())["kvm_usable"] else "not usable (boot test hung); TCG")\
-        if verdict.is_file() else ("/dev/kvm present, not boot-tested yet (vvho testbed up --accel auto)"
-                                   if os.path.exists("/dev/kvm") else "no /dev/kvm; TCG")
+    lines["kvm"] = (
+        ("usable" if json.loads(verdict.read_text())["kvm_usable"] else "not usable (boot test hung); TCG")
+        if verdict.is_file()
+        else (
+            "/dev/kvm present, not boot-tested yet (vvho testbed up --accel auto)"
+            if os.path.exists("/dev/kvm")
+            else "no /dev/kvm; TCG"
+        )
+    )
     if ok:
         try:
             backend = LibvirtBackend(uri, domain)
@@ -99,14 +116,24 @@ def check(uri: str = URI, domain: str = DOMAIN,
                 lines["settable"] = sorted(backend.capabilities().settable)
                 echo = LocalEcho(tb.cache_dir() / "vvho-service", backend.housekeeping_cpus)
                 try:
-                    res = run_probe("127.0.0.1", backend.port, 200, seconds, local_port=echo.port,
-                                    probe_cpus=backend.housekeeping_cpus)
+                    res = run_probe(
+                        "127.0.0.1",
+                        backend.port,
+                        200,
+                        seconds,
+                        local_port=echo.port,
+                        probe_cpus=backend.housekeeping_cpus,
+                    )
                 finally:
                     echo.close()
                 g, loc = res.guest, res.local
-                lines["probe_rtt_us"] = {"p50": round(g.percentile_us(50)), "p99": round(g.percentile_us(99)),
-                                         "p99.9": round(g.percentile_us(99.9)), "completed": g.completed,
-                                         "errors": g.errors + g.timeouts}
+                lines["probe_rtt_us"] = {
+                    "p50": round(g.percentile_us(50)),
+                    "p99": round(g.percentile_us(99)),
+                    "p99.9": round(g.percentile_us(99.9)),
+                    "completed": g.completed,
+                    "errors": g.errors + g.timeouts,
+                }
                 if loc is not None:
                     lines["probe_noise_p99_us"] = round(loc.percentile_us(99))
             finally:

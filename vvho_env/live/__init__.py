@@ -18,8 +18,13 @@ if TYPE_CHECKING:
 __all__ = ["LibvirtBackend", "make_live_env", "testbed_settable_knobs"]
 
 
-def make_live_env(scenario: str = "steady-low-v0", uri: str = DEFAULT_URI, domain: str = DEFAULT_DOMAIN,
-                  backend_kwargs: dict[str, Any] | None = None, **env_kwargs: Any) -> VVHOEnv:
+def make_live_env(
+    scenario: str = "steady-low-v0",
+    uri: str = DEFAULT_URI,
+    domain: str = DEFAULT_DOMAIN,
+    backend_kwargs: dict[str, Any] | None = None,
+    **env_kwargs: Any,
+) -> VVHOEnv:
     """Build a LibvirtBackend on (uri, domain) and wrap it in the generic VVHOEnv."""
     from vvho_env.env import VVHOEnv
     from vvho_env.scenarios import load_scenario

@@ -17,7 +17,6 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -28,7 +27,6 @@ from vvho_env.live.probe import LocalEcho, ProbeResult, run_probe
 from vvho_env.live.testbed import DEFAULT_DOMAIN, DEFAULT_URI, TestbedState, cache_dir
 from vvho_env.types import (
     ApplyRejected,
-    BackendError,
     BackendUnavailable,
     Capabilities,
     KnobValue,
@@ -41,9 +39,13 @@ from vvho_env.types import (
 if TYPE_CHECKING:
     from vvho_env.scenarios import Scenario
 
-SCHED_KEYS = {"vcpu_quota": ("vcpu_quota",), "emulator_quota": ("emulator_quota",),
-              "global_quota": ("global_quota",), "cpu_shares": ("cpu_shares",),
-              "vcpu_period": ("vcpu_period", "emulator_period", "global_period")}
+SCHED_KEYS = {
+    "vcpu_quota": ("vcpu_quota",),
+    "emulator_quota": ("emulator_quota",),
+    "global_quota": ("global_quota",),
+    "cpu_shares": ("cpu_shares",),
+    "vcpu_period": ("vcpu_period", "emulator_period", "global_period"),
+}
 LIBVIRT_MAX_QUOTA = 17592186044415  # what libvirt shows for an unlimited quota after a cgroup round trip
 GUEST_KNOBS = {"busy_poll_us": "busy_poll"}
 NOISE_BUDGET = 0.10  # probe noise p99 must stay under this share of the guest's baseline p99
@@ -107,15 +109,30 @@ class LibvirtBackend:
     fifo_rt_share = RT budget per vCPU group while SCHED_FIFO is applied; fifo_lease_s = watchdog lease.
     """
 
-    def __init__(self, uri: str = DEFAULT_URI, domain: str = DEFAULT_DOMAIN, *, port: int | None = None,
-                 probe_host: str = "127.0.0.1", rate_scale: float = 1.0, max_rate_rps: float = 400.0,
-                 connections: int = 4, neighbour_cpus: tuple[int, ...] | None = None,
-                 fifo_rt_share: float = 0.5, fifo_lease_s: float = 30.0, probe_timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        uri: str = DEFAULT_URI,
+        domain: str = DEFAULT_DOMAIN,
+        *,
+        port: int | None = None,
+        probe_host: str = "127.0.0.1",
+        rate_scale: float = 1.0,
+        max_rate_rps: float = 400.0,
+        connections: int = 4,
+        neighbour_cpus: tuple[int, ...] | None = None,
+        fifo_rt_share: float = 0.5,
+        fifo_lease_s: float = 30.0,
+        probe_timeout_s: float = 1.0,
+    ) -> None:
         self.uri, self.domain_name = uri, domain
         self.local = is_local_uri(uri)
         self.probe_host = probe_host
         self.rate_scale, self.max_rate_rps, self.connections = rate_scale, max_rate_rps, connections
-        self.fifo_rt_share, self.fifo_lease_s, self.probe_timeout_s = fifo_rt_share, fifo_lease_s, probe_timeout_s
+        self.fifo_rt_share, self.fifo_lease_s, self.probe_timeout_s = (
+            fifo_rt_share,
+            fifo_lease_s,
+            probe_timeout_s,
+        )
         self._closed = False
         self._lv = _libvirt()
         try:
@@ -140,8 +157,11 @@ class LibvirtBackend:
         self.all_cpus = tuple(range(self.n_pcpu))
         self.dedicated_cpus = tuple(self.n_pcpu - 1 - i for i in range(self.n_vcpu))
         self.housekeeping_cpus = tuple(c for c in self.all_cpus if c not in self.dedicated_cpus) or (0,)
-        self.neighbour_cpus = neighbour_cpus if neighbour_cpus is not None else (
-            tuple(c for c in self.all_cpus if c != 0) or (0,))
+        self.neighbour_cpus = (
+            neighbour_cpus
+            if neighbour_cpus is not None
+            else (tuple(c for c in self.all_cpus if c != 0) or (0,))
+        )
         self.qemu_pid = hostctl.qemu_pid(domain) if self.local else None
         self.vcpu_tids = self._vcpu_tids()
         self._caps = self._probe_capabilities()
@@ -179,9 +199,9 @@ class LibvirtBackend:
             self.guest.get("busy_poll")
         except (OSError, ValueError) as exc:
             raise BackendUnavailable(
-                f"the guest service does not answer on {self.probe_host}:{self.port} ({exc}); tried a control "
-                f"request there. Check the domain's hostfwd (virsh dumpxml {self.domain_name} | grep hostfwd), "
-                "that the guest finished booting (`vvho testbed status`), or pass the right port="
+                f"the guest service does not answer on {self.probe_host}:{self.port} ({exc}); "
+                f"tried a control request there. Check the domain's hostfwd "
+                f"(virsh dumpxml {self.domain_name} | grep hostfwd), that the guest finished booting (`vvho testbed status`), or pass the right port="
             ) from None
 
     def _vcpu_tids(self) -> list[int]:
@@ -211,11 +231,14 @@ class LibvirtBackend:
             settable |= {"vcpu_pinning", "emulator_placement"}
         params = self.dom.schedulerParameters()
         settable |= {k for k, keys in SCHED_KEYS.items() if all(p in params for p in keys)}
-        if (self.local and os.geteuid() == 0 and self.vcpu_tids and hostctl.rt_limit_in_force()):
+        if self.local and os.geteuid() == 0 and self.vcpu_tids and hostctl.rt_limit_in_force():
             settable.add("vcpu_sched_policy")
         host_wide: set[str] = set()
-        if (self.local and self.dom.XMLDesc(0).lstrip().startswith("<domain type='kvm'")
-                and os.access(hostctl.HALT_POLL, os.W_OK)):
+        if (
+            self.local
+            and self.dom.XMLDesc(0).lstrip().startswith("<domain type='kvm'")
+            and os.access(hostctl.HALT_POLL, os.W_OK)
+        ):
             settable.add("halt_poll_ns")
             host_wide.add("halt_poll_ns")
         with contextlib.suppress(OSError, ValueError):
@@ -243,8 +266,11 @@ class LibvirtBackend:
             out["vcpu_pinning"] = "dedicated" if ded else "shared"
         if "emulator_placement" in caps:
             emu = self._cpuset(self.dom.emulatorPinInfo())
-            out["emulator_placement"] = "housekeeping" if emu == self._housekeeping_for(vcpu_sets) and \
-                set(emu) != set().union(*map(set, vcpu_sets)) else "with_vcpus"
+            out["emulator_placement"] = (
+                "housekeeping"
+                if emu == self._housekeeping_for(vcpu_sets) and set(emu) != set().union(*map(set, vcpu_sets))
+                else "with_vcpus"
+            )
         params = self.dom.schedulerParameters()
         for knob, keys in SCHED_KEYS.items():
             if knob in caps:
@@ -269,8 +295,14 @@ class LibvirtBackend:
     def _take_snapshot(self) -> _Snapshot:
         policies = {t: os.sched_getscheduler(t) for t in self.vcpu_tids} if self.local else {}
         halt = int(hostctl.HALT_POLL.read_text()) if "halt_poll_ns" in self._caps.settable else None
-        return _Snapshot(self.read(), list(self.dom.vcpuPinInfo()), tuple(self.dom.emulatorPinInfo()),
-                         {k: int(v) for k, v in self.dom.schedulerParameters().items()}, policies, halt)
+        return _Snapshot(
+            self.read(),
+            list(self.dom.vcpuPinInfo()),
+            tuple(self.dom.emulatorPinInfo()),
+            {k: int(v) for k, v in self.dom.schedulerParameters().items()},
+            policies,
+            halt,
+        )
 
     # ------------------------------------------------------------------ set
     def _set(self, knob: str, value: KnobValue, pending: Mapping[str, KnobValue]) -> None:
@@ -281,18 +313,21 @@ class LibvirtBackend:
                 self.dom.pinVcpuFlags(v, self._mask(cpus), flags)
         elif knob == "emulator_placement":
             vcpu_sets = [self._cpuset(m) for m in self.dom.vcpuPinInfo()]
-            cpus = self._housekeeping_for(vcpu_sets) if value == "housekeeping" else \
-                tuple(sorted(set().union(*map(set, vcpu_sets))))
+            cpus = (
+                self._housekeeping_for(vcpu_sets)
+                if value == "housekeeping"
+                else tuple(sorted(set().union(*map(set, vcpu_sets))))
+            )
             self.dom.pinEmulator(self._mask(cpus), flags)
         elif knob in SCHED_KEYS:
-            raw = int(value)  # type: ignore[arg-type]
+            raw = int(value)
             self.dom.setSchedulerParametersFlags({k: raw for k in SCHED_KEYS[knob]}, flags)
         elif knob == "vcpu_sched_policy":
             self._set_policy(str(value))
         elif knob == "halt_poll_ns":
-            hostctl.HALT_POLL.write_text(str(int(value))) # type: ignore[arg-type]
+            hostctl.HALT_POLL.write_text(str(int(value)))
         elif knob in GUEST_KNOBS:
-            self.guest.set(GUEST_KNOBS[knob], int(value))  # type: ignore[arg-type]
+            self.guest.set(GUEST_KNOBS[knob], int(value))
         else:
             raise ApplyRejected(f"knob {knob!r} has no setter in the libvirt backend")
 
@@ -300,8 +335,9 @@ class LibvirtBackend:
         if policy == "fifo":
             if not hostctl.rt_limit_in_force():
                 raise ApplyRejected(
-                    "knob 'vcpu_sched_policy': refusing SCHED_FIFO while sched_rt_runtime_us = -1 (no RT limit): "
-                    "a spinning FIFO vCPU could hang the host; set /proc/sys/kernel/sched_rt_runtime_us to 950000"
+                    "knob 'vcpu_sched_policy': refusing SCHED_FIFO while sched_rt_runtime_us = -1 "
+                    "(no RT limit): a spinning FIFO vCPU could hang the host; "
+                    "set /proc/sys/kernel/sched_rt_runtime_us to 950000"
                 )
             groups = [g for g in (hostctl.cpu_cgroup_dir(t) for t in self.vcpu_tids) if g is not None]
             if self._rt_budget is None and groups and (groups[0] / "cpu.rt_runtime_us").is_file():
@@ -343,7 +379,8 @@ class LibvirtBackend:
                 raise ApplyRejected(str(exc)) from None
             if name not in self._caps.settable:
                 raise ApplyRejected(
-                    f"knob {name!r} cannot be set on this host (domain {self.domain_name!r} at {self.uri!r}); "
+                    f"knob {name!r} cannot be set on this host "
+                    f"(domain {self.domain_name!r} at {self.uri!r}); "
                     f"settable here: {', '.join(sorted(self._caps.settable))}. Hold it fixed (action mask)."
                 )
         self._guard("applying settings")
@@ -412,8 +449,9 @@ class LibvirtBackend:
         if self._baseline_p99_us is None:
             _, phase, _ = scenario.phase_at(0)
             self._neighbours.set_demand([0.0])
-            res = self._probe(min(2.0, max(1.0, scenario.interval_s)), self._rate(phase.rate_rps),
-                              phase.service_mean_us)
+            res = self._probe(
+                min(2.0, max(1.0, scenario.interval_s)), self._rate(phase.rate_rps), phase.service_mean_us
+            )
             if res.guest.completed:
                 self._baseline_p99_us = res.guest.percentile_us(99)
 
@@ -437,10 +475,18 @@ class LibvirtBackend:
 
     def _probe(self, window_s: float, rate: float, service_us: float) -> ProbeResult:
         try:
-            return run_probe(self.probe_host, self.port, rate, window_s, service_us=service_us,
-                             connections=self.connections, timeout_s=self.probe_timeout_s,
-                             local_port=self._echo.port if self._echo else None,
-                             probe_cpus=self._probe_cpus(), seed=self._seed * 100_003 + self._step)
+            return run_probe(
+                self.probe_host,
+                self.port,
+                rate,
+                window_s,
+                service_us=service_us,
+                connections=self.connections,
+                timeout_s=self.probe_timeout_s,
+                local_port=self._echo.port if self._echo else None,
+                probe_cpus=self._probe_cpus(),
+                seed=self._seed * 100_003 + self._step,
+            )
         except OSError as exc:
             self._guard("probing")
             raise MeasurementFailed(
@@ -459,8 +505,12 @@ class LibvirtBackend:
         _, phase, frac = self._scenario.phase_at(self._step)
         self._step += 1
         assert self._neighbours is not None
-        self._neighbours.set_demand([phase.neighbour_demand[i % len(phase.neighbour_demand)]
-                                     for i in range(len(self._neighbours.cpus))])
+        self._neighbours.set_demand(
+            [
+                phase.neighbour_demand[i % len(phase.neighbour_demand)]
+                for i in range(len(self._neighbours.cpus))
+            ]
+        )
         self._place_neighbours()
         try:
             before = self._counters()
@@ -498,7 +548,9 @@ class LibvirtBackend:
         for pid in self._neighbours.pids():
             with contextlib.suppress(OSError):
                 ncpu += hostctl.thread_cpu_s(pid)
-        return self._Counters(stats["cpu_time"] / 1e9, vcpu_s, thr_vcpu, thr_vm, self._neighbours.sample(), ncpu)
+        return self._Counters(
+            stats["cpu_time"] / 1e9, vcpu_s, thr_vcpu, thr_vm, self._neighbours.sample(), ncpu
+        )
 
     def _telemetry(self, res: ProbeResult, a: _Counters, b: _Counters, elapsed: float) -> Telemetry:
         g = res.guest
@@ -519,8 +571,10 @@ class LibvirtBackend:
             noise = res.local.percentile_us(99)
             if self._baseline_p99_us and noise > NOISE_BUDGET * self._baseline_p99_us:
                 status = Status.DEGRADED
-                notes.append(f"probe noise p99 {noise:.0f} us exceeds {NOISE_BUDGET:.0%} of the guest baseline "
-                             f"p99 {self._baseline_p99_us:.0f} us (probe on pCPUs {list(res.probe_cpus)})")
+                notes.append(
+                    f"probe noise p99 {noise:.0f} us exceeds {NOISE_BUDGET:.0%} of the guest baseline "
+                    f"p99 {self._baseline_p99_us:.0f} us (probe on pCPUs {list(res.probe_cpus)})"
+                )
         if g.timeouts or g.errors:
             status = Status.DEGRADED
             notes.append(f"{g.timeouts} timeouts (> {self.probe_timeout_s:.1f} s) and {g.errors} errors")
@@ -531,15 +585,31 @@ class LibvirtBackend:
         lat = g.histogram()
         over = sum(1 for x in g.latencies_ns if x / 1000.0 > slo)
         return Telemetry(
-            window_s=res.window_s, requests=g.completed + g.timeouts,
-            p50_us=lat.percentile_us(50), p99_us=lat.percentile_us(99), p999_us=lat.percentile_us(99.9),
-            mean_us=g.mean_us, slo_us=slo, slo_violations=over,
-            offered_rps=g.offered / res.window_s, served_rps=g.completed / res.window_s,
-            vm_cpu=(b.vm_cpu_s - a.vm_cpu_s) / elapsed + reserved, polling_cpu=0.0, reserved_cores=reserved,
-            throttled_frac=min(1.0, max((b.throttled_vcpu_s - a.throttled_vcpu_s) / (elapsed * self.n_vcpu),
-                                        (b.throttled_vm_s - a.throttled_vm_s) / elapsed)),
+            window_s=res.window_s,
+            requests=g.completed + g.timeouts,
+            p50_us=lat.percentile_us(50),
+            p99_us=lat.percentile_us(99),
+            p999_us=lat.percentile_us(99.9),
+            mean_us=g.mean_us,
+            slo_us=slo,
+            slo_violations=over,
+            offered_rps=g.offered / res.window_s,
+            served_rps=g.completed / res.window_s,
+            vm_cpu=(b.vm_cpu_s - a.vm_cpu_s) / elapsed + reserved,
+            polling_cpu=0.0,
+            reserved_cores=reserved,
+            throttled_frac=min(
+                1.0,
+                max(
+                    (b.throttled_vcpu_s - a.throttled_vcpu_s) / (elapsed * self.n_vcpu),
+                    (b.throttled_vm_s - a.throttled_vm_s) / elapsed,
+                ),
+            ),
             neighbour_cpu=(b.neighbour_cpu_s - a.neighbour_cpu_s) / elapsed,
-            neighbour_slowdown=n.slowdown, errors=g.errors + g.timeouts, status=status, notes=tuple(notes),
+            neighbour_slowdown=n.slowdown,
+            errors=g.errors + g.timeouts,
+            status=status,
+            notes=tuple(notes),
         )
 
     def _probe_cpus_overlap(self) -> set[int]:
@@ -577,13 +647,22 @@ class LibvirtBackend:
         failed: list[str] = []
         flags = self._lv.VIR_DOMAIN_AFFECT_LIVE
         steps: list[tuple[str, Any]] = [
-            *((f"vcpupin {v}", lambda v=v, m=m: self.dom.pinVcpuFlags(v, m, flags))
-              for v, m in enumerate(self._snapshot.vcpu_pins)),
+            *(
+                (f"vcpupin {v}", lambda v=v, m=m: self.dom.pinVcpuFlags(v, m, flags))
+                for v, m in enumerate(self._snapshot.vcpu_pins)
+            ),
             ("emulatorpin", lambda: self.dom.pinEmulator(self._snapshot.emulator_pin, flags)),
-            ("scheduler parameters", lambda: self.dom.setSchedulerParametersFlags(
-                {k: v for k, v in self._snapshot.sched.items() if not k.startswith("iothread")}, flags)),
-            *((k, lambda k=k: self.guest.set(GUEST_KNOBS[k], int(self._snapshot.settings[k])))  # type: ignore[arg-type]
-              for k in GUEST_KNOBS if k in self._snapshot.settings),
+            (
+                "scheduler parameters",
+                lambda: self.dom.setSchedulerParametersFlags(
+                    {k: v for k, v in self._snapshot.sched.items() if not k.startswith("iothread")}, flags
+                ),
+            ),
+            *(
+                (k, lambda k=k: self.guest.set(GUEST_KNOBS[k], int(self._snapshot.settings[k])))
+                for k in GUEST_KNOBS
+                if k in self._snapshot.settings
+            ),
         ]
         for name, step in steps:
             try:
@@ -591,4 +670,3 @@ class LibvirtBackend:
             except Exception as exc:
                 failed.append(f"{name}: {exc}")
         return failed
-

@@ -20,7 +20,7 @@ HALT_POLL = Path("/sys/module/kvm/parameters/halt_poll_ns")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def vcpu_thread_ids(dom) -> list[int]:  # type: ignore[no-untyped-def]
+def vcpu_thread_ids(dom) -> list[int]:
     """vCPU thread ids as QEMU reports them to libvirt (query-cpus-fast through libvirt's monitor)."""
     import libvirt_qemu
 
@@ -30,8 +30,10 @@ def vcpu_thread_ids(dom) -> list[int]:  # type: ignore[no-untyped-def]
 
 def qemu_pid(domain: str) -> int | None:
     """PID of the domain's QEMU process (system or session pid file, else the process list)."""
-    candidates = [Path(f"/run/libvirt/qemu/{domain}.pid"),
-                  Path.home() / f".cache/libvirt/qemu/run/{domain}.pid"]
+    candidates = [
+        Path(f"/run/libvirt/qemu/{domain}.pid"),
+        Path.home() / f".cache/libvirt/qemu/run/{domain}.pid",
+    ]
     for path in candidates:
         with contextlib.suppress(OSError, ValueError):
             pid = int(path.read_text().strip())

@@ -72,8 +72,12 @@ class Neighbours:
         self._demand = [ctx.Value("d", 0.0, lock=False) for _ in self.cpus]
         self._stats = [ctx.Array("d", 3) for _ in self.cpus]
         self._procs = [
-            ctx.Process(target=_neighbour_main, args=(cpu, d, s, self._stop), daemon=True,
-                        name=f"vvho-neighbour-cpu{cpu}")
+            ctx.Process(
+                target=_neighbour_main,
+                args=(cpu, d, s, self._stop),
+                daemon=True,
+                name=f"vvho-neighbour-cpu{cpu}",
+            )
             for cpu, d, s in zip(self.cpus, self._demand, self._stats, strict=True)
         ]
         for p in self._procs:

@@ -107,8 +107,16 @@ class _Conn:
 
 
 class _Target:
-    def __init__(self, host: str, port: int, rate_rps: float, connections: int, spins_us: np.ndarray,
-                 sel: selectors.BaseSelector, timeout_s: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        rate_rps: float,
+        connections: int,
+        spins_us: np.ndarray,
+        sel: selectors.BaseSelector,
+        timeout_s: float,
+    ) -> None:
         self.rate = rate_rps
         self.spins = spins_us
         self.conns = [_Conn(host, port, sel, timeout_s) for _ in range(connections)]
@@ -212,10 +220,20 @@ def pinned_thread(cpus: Sequence[int] | None) -> Iterator[tuple[int, ...]]:
         os.sched_setaffinity(tid, before)
 
 
-def run_probe(host: str, port: int, rate_rps: float, window_s: float, *, service_us: float = 0.0,
-              connections: int = 4, timeout_s: float = 1.0, local_port: int | None = None,
-              local_rate_rps: float | None = None, probe_cpus: Sequence[int] | None = None,
-              seed: int = 0) -> ProbeResult:
+def run_probe(
+    host: str,
+    port: int,
+    rate_rps: float,
+    window_s: float,
+    *,
+    service_us: float = 0.0,
+    connections: int = 4,
+    timeout_s: float = 1.0,
+    local_port: int | None = None,
+    local_rate_rps: float | None = None,
+    probe_cpus: Sequence[int] | None = None,
+    seed: int = 0,
+) -> ProbeResult:
     """Drive `rate_rps` requests for `window_s` seconds; each asks the service to spin ~service_us.
 
     Service times are drawn exponential with mean service_us (a fixed, seeded schedule). Raises OSError only
@@ -248,8 +266,10 @@ def run_probe(host: str, port: int, rate_rps: float, window_s: float, *, service
                 break
             if now >= deadline:
                 break
-            next_due = min([t.due_ns(t.next_seq, t0) for t in targets if t.due_ns(t.next_seq, t0) < end],
-                           default=float(deadline))
+            next_due = min(
+                [t.due_ns(t.next_seq, t0) for t in targets if t.due_ns(t.next_seq, t0) < end],
+                default=float(deadline),
+            )
             wait = max(0.0, min(next_due, float(deadline)) - now) / 1e9
             # Timer wake-ups in a VM host run late by 100+ µs: sleep to just before the due time and
             # poll the rest, so the send schedule (and so every latency) is not skewed by the probe.
@@ -276,8 +296,12 @@ class LocalEcho:
     def __init__(self, binary: Path, cpus: Sequence[int] | None = None) -> None:
         if not binary.is_file():
             raise FileNotFoundError(f"{binary} not found; build it with: vvho testbed build")
-        self.proc = subprocess.Popen([str(binary), "0", "127.0.0.1", "--no-control"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [str(binary), "0", "127.0.0.1", "--no-control"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if "ready on" not in line:

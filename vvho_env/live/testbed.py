@@ -31,8 +31,14 @@ DEFAULT_PORT = 17007
 SERVICE_SOURCE = Path(__file__).with_name("vvho_service.c")
 # insmod order matters: each module needs the ones before it (no modprobe/depmod in the initramfs).
 VIRTIO_NET_MODULES = (
-    "virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
-    "failover", "net_failover", "virtio_net",
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
 )
 # libvirt's QEMU runs as libvirt-qemu and cannot read a root-owned ~/.cache: stage boot files here.
 SYSTEM_STAGING = Path("/var/lib/libvirt/images/vvho")
@@ -156,18 +162,27 @@ def build_image(kernel_version: str | None = None, force: bool = False) -> Guest
     kver, kernel_src = _debian_kernel(kernel_version)
     busybox = Path("/bin/busybox")
     if not busybox.is_file():
-        raise TestbedError("/bin/busybox not found; install the static build: apt-get install -y busybox-static")
+        raise TestbedError(
+            "/bin/busybox not found; install the static build: apt-get install -y busybox-static"
+        )
     if b"/lib64/ld-linux" in busybox.read_bytes()[:4096]:
-        raise TestbedError(f"{busybox} is dynamically linked and cannot run in the initramfs; "
-                           "apt-get install -y busybox-static")
+        raise TestbedError(
+            f"{busybox} is dynamically linked and cannot run in the initramfs; "
+            "apt-get install -y busybox-static"
+        )
     modules = {m: _module_file(kver, m) for m in VIRTIO_NET_MODULES}
     init = INIT_SCRIPT.format(modules=" ".join(VIRTIO_NET_MODULES))
-    stamp_src = json.dumps({
-        "kernel": str(kernel_src), "kernel_mtime": kernel_src.stat().st_mtime,
-        "busybox_mtime": busybox.stat().st_mtime, "init": init,
-        "service": hashlib.sha256(SERVICE_SOURCE.read_bytes()).hexdigest(),
-        "modules": {m: str(p) for m, p in modules.items()},
-    }, sort_keys=True)
+    stamp_src = json.dumps(
+        {
+            "kernel": str(kernel_src),
+            "kernel_mtime": kernel_src.stat().st_mtime,
+            "busybox_mtime": busybox.stat().st_mtime,
+            "init": init,
+            "service": hashlib.sha256(SERVICE_SOURCE.read_bytes()).hexdigest(),
+            "modules": {m: str(p) for m, p in modules.items()},
+        },
+        sort_keys=True,
+    )
     out = cache_dir()
     image = GuestImage(out / f"vmlinuz-{kver}", out / "initramfs.cpio.gz", out / "vvho-service", kver)
     stamp = out / "build.stamp"
@@ -214,24 +229,27 @@ def ensure_libvirtd(timeout_s: float = 20.0) -> list[str]:
             f"libvirtd is not running ({LIBVIRT_SOCKET} does not answer) and starting it needs root; "
             "run: sudo scripts/start-libvirt.sh"
         )
-    for daemon in ("virtlogd", "libvirtd"):
-        if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
-            exe = shutil.which(daemon) or f"/usr/sbin/{daemon}"
-            try:
-                subprocess.run([exe, "-d"], check=True, capture_output=True, timeout=30)
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise TestbedError(
-                    f"could not start {daemon} ({exe} -d): {exc}; install libvirt-daemon-system "
-                    "(scripts/install-testbed-deps.sh) and check /var/log/libvirt"
-                ) from exc
-            started.append(daemon)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if libvirt_socket_alive():
             return started
+        # Checked every round: a libvirtd that was just killed may still be exiting when we first look.
+        for daemon in ("virtlogd", "libvirtd"):
+            if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
+                exe = shutil.which(daemon) or f"/usr/sbin/{daemon}"
+                try:
+                    subprocess.run([exe, "-d"], check=True, capture_output=True, timeout=30)
+                except (OSError, subprocess.SubprocessError) as exc:
+                    raise TestbedError(
+                        f"could not start {daemon} ({exe} -d): {exc}; install libvirt-daemon-system "
+                        "(scripts/install-testbed-deps.sh) and check /var/log/libvirt"
+                    ) from exc
+                started.append(daemon)
         time.sleep(0.2)
-    raise TestbedError(f"libvirtd started but {LIBVIRT_SOCKET} did not answer within {timeout_s:.0f} s; "
-                       "look at /var/log/libvirt/libvirtd.log")
+    raise TestbedError(
+        f"libvirtd started but {LIBVIRT_SOCKET} did not answer within {timeout_s:.0f} s; "
+        "look at /var/log/libvirt/libvirtd.log"
+    )
 
 
 # --------------------------------------------------------------------------- domain
@@ -243,8 +261,11 @@ def _stage(image: GuestImage, uri: str) -> tuple[Path, Path]:
     staged = []
     for src in (image.kernel, image.initramfs):
         dst = SYSTEM_STAGING / src.name
-        if not dst.exists() or dst.stat().st_size != src.stat().st_size or \
-                dst.stat().st_mtime < src.stat().st_mtime:
+        if (
+            not dst.exists()
+            or dst.stat().st_size != src.stat().st_size
+            or dst.stat().st_mtime < src.stat().st_mtime
+        ):
             shutil.copyfile(src, dst)
         staged.append(dst)
     return staged[0], staged[1]
@@ -254,8 +275,15 @@ def console_log_path(domain: str) -> Path:
     return Path("/var/log/libvirt/qemu") / f"{domain}-console.log"
 
 
-def domain_xml(name: str, kernel: Path, initramfs: Path, port: int, vcpus: int = 1,
-               memory_mib: int = 256, domain_type: str = "qemu") -> str:
+def domain_xml(
+    name: str,
+    kernel: Path,
+    initramfs: Path,
+    port: int,
+    vcpus: int = 1,
+    memory_mib: int = 256,
+    domain_type: str = "qemu",
+) -> str:
     """The testbed domain. Port forwarding goes through qemu:commandline (see module docstring)."""
     cmdline = "console=ttyS0 panic=-1 loglevel=4"
     console = escape(str(console_log_path(name)))
@@ -333,7 +361,7 @@ def _kvm_verdict_path() -> Path:
     return cache_dir() / f"kvm-{platform.release()}.json"
 
 
-def _open(uri: str):  # type: ignore[no-untyped-def]
+def _open(uri: str):
     try:
         import libvirt
     except ImportError as exc:
@@ -350,7 +378,7 @@ def _open(uri: str):  # type: ignore[no-untyped-def]
         ) from exc
 
 
-def _destroy_and_undefine(conn, name: str) -> bool:  # type: ignore[no-untyped-def]
+def _destroy_and_undefine(conn, name: str) -> bool:
     import libvirt
 
     try:
@@ -363,7 +391,7 @@ def _destroy_and_undefine(conn, name: str) -> bool:  # type: ignore[no-untyped-d
     return True
 
 
-def _boot(conn, name: str, xml: str, port: int, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
+def _boot(conn, name: str, xml: str, port: int, timeout_s: float) -> float:
     import libvirt
 
     _destroy_and_undefine(conn, name)
@@ -380,8 +408,15 @@ def _boot(conn, name: str, xml: str, port: int, timeout_s: float) -> float:  # t
         raise
 
 
-def up(uri: str = DEFAULT_URI, domain: str = DEFAULT_DOMAIN, port: int = DEFAULT_PORT, vcpus: int = 1,
-       accel: str = "auto", boot_timeout_s: float = 120.0, kvm_trial_s: float = 40.0) -> TestbedState:
+def up(
+    uri: str = DEFAULT_URI,
+    domain: str = DEFAULT_DOMAIN,
+    port: int = DEFAULT_PORT,
+    vcpus: int = 1,
+    accel: str = "auto",
+    boot_timeout_s: float = 120.0,
+    kvm_trial_s: float = 40.0,
+) -> TestbedState:
     """Build if needed, start the daemons, boot the domain and wait until its service answers.
 
     accel='auto' decides KVM vs TCG by actually booting under KVM once (per host kernel; the verdict is
@@ -390,8 +425,10 @@ def up(uri: str = DEFAULT_URI, domain: str = DEFAULT_DOMAIN, port: int = DEFAULT
     if accel not in ("auto", "kvm", "tcg"):
         raise TestbedError(f"accel {accel!r} is not accepted; accepted: auto, kvm, tcg")
     if service_answers(port) and TestbedState.load(domain) is None:
-        raise TestbedError(f"127.0.0.1:{port} already answers but no testbed {domain!r} is recorded; "
-                           "something else owns the port: pick another with --port")
+        raise TestbedError(
+            f"127.0.0.1:{port} already answers but no testbed {domain!r} is recorded; "
+            "something else owns the port: pick another with --port"
+        )
     image = build_image()
     ensure_libvirtd()
     conn = _open(uri)
@@ -405,8 +442,13 @@ def up(uri: str = DEFAULT_URI, domain: str = DEFAULT_DOMAIN, port: int = DEFAULT
                 use_kvm = json.loads(verdict.read_text())["kvm_usable"]
             else:
                 try:
-                    _boot(conn, domain, domain_xml(domain, kernel, initrd, port, vcpus, domain_type="kvm"),
-                          port, kvm_trial_s)
+                    _boot(
+                        conn,
+                        domain,
+                        domain_xml(domain, kernel, initrd, port, vcpus, domain_type="kvm"),
+                        port,
+                        kvm_trial_s,
+                    )
                     use_kvm = True
                 except TestbedError as exc:
                     tried.append(f"kvm: {exc}")
@@ -416,8 +458,13 @@ def up(uri: str = DEFAULT_URI, domain: str = DEFAULT_DOMAIN, port: int = DEFAULT
                     state.save()
                     return state
         dtype = "kvm" if use_kvm else "qemu"
-        t = _boot(conn, domain, domain_xml(domain, kernel, initrd, port, vcpus, domain_type=dtype),
-                  port, boot_timeout_s)
+        t = _boot(
+            conn,
+            domain,
+            domain_xml(domain, kernel, initrd, port, vcpus, domain_type=dtype),
+            port,
+            boot_timeout_s,
+        )
     except TestbedError as exc:
         raise TestbedError(
             f"{exc}; tried: {'; '.join(tried) or accel}. Guest console: {console_log_path(domain)}"
@@ -447,8 +494,12 @@ def status(uri: str = DEFAULT_URI, domain: str = DEFAULT_DOMAIN) -> dict[str, ob
     import libvirt
 
     state = TestbedState.load(domain)
-    out: dict[str, object] = {"libvirtd": libvirt_socket_alive(), "domain": domain, "uri": uri,
-                              "image_built": build_cached_image_exists()}
+    out: dict[str, object] = {
+        "libvirtd": libvirt_socket_alive(),
+        "domain": domain,
+        "uri": uri,
+        "image_built": build_cached_image_exists(),
+    }
     if state:
         out.update(port=state.port, domain_type=state.domain_type, vcpus=state.vcpus)
     if out["libvirtd"] or uri != DEFAULT_URI:
