@@ -201,7 +201,8 @@ class LibvirtBackend:
             raise BackendUnavailable(
                 f"the guest service does not answer on {self.probe_host}:{self.port} ({exc}); "
                 f"tried a control request there. Check the domain's hostfwd "
-                f"(virsh dumpxml {self.domain_name} | grep hostfwd), that the guest finished booting (`vvho testbed status`), or pass the right port="
+                f"(virsh dumpxml {self.domain_name} | grep hostfwd), that the guest finished booting "
+                "(`vvho testbed status`), or pass the right port="
             ) from None
 
     def _vcpu_tids(self) -> list[int]:
