@@ -107,21 +107,24 @@ class Codec:
         return np.concatenate([*pad, *hist, prev_action]).astype(np.float32)
 
 
-def acting_knobs(profile_name: str, requested: Sequence[str] | None) -> tuple[str, ...]:
+def acting_knobs(profile_name: str, requested: Sequence[str] | None,
+                 backend_settable: frozenset[str] | None = None) -> tuple[str, ...]:
     """The knobs an env acts on: those requested, by default every live knob the host profile can set.
 
-    Restart-cost knobs (vCPU count, virtio backend) are left out by default: mid-episode they cost
+    Only knobs both the host profile and the backend can set are acted on. Restart-cost knobs
+    (vCPU count, virtio backend) are left out by default: mid-episode they cost
     a guest outage, so they belong to the scenario's start settings unless a config asks for them.
     """
     profile = get_profile(profile_name)
+    settable = profile.settable if backend_settable is None else profile.settable & backend_settable
     if requested is None:
         return tuple(k.name for k in knobs.KNOBS
-                     if k.name in profile.settable and k.change_cost is knobs.ChangeCost.LIVE)
+                     if k.name in settable and k.change_cost is knobs.ChangeCost.LIVE)
     names = tuple(knobs.get(n).name for n in requested)
-    unsettable = [n for n in names if n not in profile.settable]
+    unsettable = [n for n in names if n not in settable]
     if unsettable:
-        raise ApplyRejected(f"knob(s) {', '.join(unsettable)} cannot be set on host profile {profile.name!r}; "
-                            f"settable: {', '.join(sorted(profile.settable))}")
+        raise ApplyRejected(f"knob(s) {', '.join(unsettable)} cannot be set on host profile {profile.name!r} "
+                            f"with this backend; settable: {', '.join(sorted(settable))}")
     return names
 
 
@@ -185,8 +188,12 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         backoff_s: float = 0.5,
     ) -> None:
         self.scenario = load_scenario(scenario)
-        self.backend: Backend = backend if backend is not None else SimBackend(randomise=randomise)
-        self.knob_names = acting_knobs(self.scenario.host_profile, knob_names)
+        self.backend: Backend = (
+            backend if backend is not None
+            else SimBackend(profile=self.scenario.host_profile, randomise=randomise)
+        )
+        self.knob_names = acting_knobs(self.scenario.host_profile, knob_names,
+                                       self.backend.capabilities().settable)
         self.codec = Codec(self.knob_names, action_mode, delta_step, history,
                            mean_requests_per_window(self.scenario) / self.scenario.interval_s)
         self.objective: Objective = objective_for(self.scenario, weights)

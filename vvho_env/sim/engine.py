@@ -119,8 +119,8 @@ NEF = 18
 OFF_ENT = OFF_EV + NEV
 # pCPU fields
 C_CUR, C_SEG_START, C_OVH_IDLE, C_OVH_BUSY, C_SLICE_END, C_IDLE_T, C_EXIT_LAT = range(7)
-C_LAST, C_RT_USED, C_RT_THR = range(7, 10)
-NCF = 10
+C_LAST, C_RT_USED, C_RT_THR, C_IN_IDLE = range(7, 11)
+NCF = 11
 OFF_CPU = OFF_ENT + ME * NEF
 # bandwidth buckets: one per vCPU, emulator, global (used ns in this period)
 B_EMU = MV
@@ -146,10 +146,11 @@ X_VR = 0  # vruntime per entity
 X_DL = ME  # virtual deadline per entity
 X_W = 2 * ME  # weight per entity
 X_IDLE_AVG = 3 * ME  # per pCPU: running average of idle durations (idle governor)
-OFF_ACC = 3 * ME + MP
+X_LAG = 3 * ME + MP  # per entity: EEVDF lag saved at dequeue, restored at wake-up (PLACE_LAG)
+OFF_ACC = 4 * ME + MP
 # accumulators for the current window
 (A_ARRIVALS, A_DONE, A_LAT_SUM, A_VIOL, A_VM_BUSY, A_VM_POLL, A_NEIGH_RUN, A_NEIGH_ON,
- A_THROTTLED, A_EXITS, A_CTX, A_ERRORS, A_VCPU_BUSY, A_NEIGH_WORK) = range(14)
+ A_THROTTLED, A_EXITS, A_CTX, A_ERRORS, A_VCPU_BUSY, A_NEIGH_WORK, A_IDLE, A_WAKE_LAT) = range(16)
 NACC = 16
 NX = OFF_ACC + NACC
 
@@ -393,6 +394,7 @@ def go_idle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: 
         return
     S[ci(p, C_CUR)] = -1
     S[OFF_EV + EV_CPU0 + p] = INF
+    S[ci(p, C_IN_IDLE)] = 1
     S[ci(p, C_IDLE_T)] = now
     predicted = X[X_IDLE_AVG + p]
     next_tick = S[OFF_EV + EV_TICK] - now
@@ -409,10 +411,14 @@ def go_idle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: 
 
 @nb.njit(cache=True)
 def dispatch(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, e: int, now: int) -> None:
-    was_idle = S[ci(p, C_CUR)] < 0
+    # C_CUR < 0 does not mean idle here: stop_current clears it right before pick() re-dispatches
+    was_idle = S[ci(p, C_IN_IDLE)] != 0
+    S[ci(p, C_IN_IDLE)] = 0
     ovh_idle = 0
     if was_idle:
         idle_for = now - S[ci(p, C_IDLE_T)]
+        X[OFF_ACC + A_IDLE] += idle_for
+        X[OFF_ACC + A_WAKE_LAT] += S[ci(p, C_EXIT_LAT)]
         X[X_IDLE_AVG + p] = 0.75 * X[X_IDLE_AVG + p] + 0.25 * idle_for
         ovh_idle = S[ci(p, C_EXIT_LAT)]
     ovh_busy = 0
@@ -496,6 +502,11 @@ def stop_current(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, now: int
     charge(S, X, cfg, p, now)
     e = S[ci(p, C_CUR)]
     if e >= 0:
+        if new_state != ST_RUNNABLE and S[ei(e, F_FIFO)] == 0:
+            # keep the lag across the sleep, clamped as the kernel does (2 slices of service)
+            limit = 2.0 * cfg[K_SLICE] * 1024.0 / X[X_W + e]
+            lag = avg_vruntime(S, X, p) - X[X_VR + e]
+            X[X_LAG + e] = min(limit, max(-limit, lag))
         S[ei(e, F_STATE)] = new_state
         if new_state == ST_RUNNABLE:
             S[ei(e, F_RUNNABLE_T)] = now
@@ -529,7 +540,8 @@ def make_runnable(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarra
     if S[ei(e, F_FIFO)] == 0:
         v = avg_vruntime(S, X, p)
         if v >= 0:
-            X[X_VR + e] = v  # zero-lag placement (place_entity)
+            X[X_VR + e] = v - X[X_LAG + e]  # place_entity with PLACE_LAG
+        X[X_LAG + e] = 0.0
         X[X_DL + e] = X[X_VR + e] + cfg[K_SLICE] * 1024.0 / X[X_W + e]
     S[ei(e, F_STATE)] = ST_RUNNABLE
     S[ei(e, F_RUNNABLE_T)] = now
@@ -882,6 +894,7 @@ def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: 
                 if q != p and S[ci(q, C_CUR)] < 0:
                     # an idle pCPU pulls the preempted task (idle/nohz balancing)
                     S[ei(e, F_STATE)] = ST_SLEEP
+                    X[X_LAG + e] = 0.0
                     make_runnable(S, X, cfg, prof, e, now)
         else:
             if S[ei(e, F_FIFO)] == 0:
@@ -1139,6 +1152,7 @@ def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
             S[ci(p, C_CUR)] = -1
             S[ci(p, C_LAST)] = -1
             S[ci(p, C_IDLE_T)] = now
+            S[ci(p, C_IN_IDLE)] = 1
             X[X_IDLE_AVG + p] = 1e6
         for e in range(ME):
             S[ei(e, F_CPU)] = -1
