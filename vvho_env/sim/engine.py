@@ -450,12 +450,7 @@ def dispatch(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p:
             if S[ei(o, F_SPIN_ON)] == e:
                 S[ei(o, F_SPIN_ON)] = -1
                 hold = int(prof[P_LOCK_HOLD_NS])
-                if S[ei(o, F_STATE)] == ST_SLEEP:
-                    S[ei(o, F_REM)] = hold + S[ei(o, F_AFTER)]
-                    S[ei(o, F_AFTER)] = 0
-                    S[ei(o, F_ACT)] = ACT_WORK
-                    S[OFF_EV + EV_ENT0 + o] = now  # woken through the entity timer
-                elif S[ei(o, F_ACT)] == ACT_SPIN:
+                if S[ei(o, F_ACT)] == ACT_SPIN:
                     q = S[ei(o, F_CPU)]
                     if S[ci(q, C_CUR)] == o:
                         charge(S, X, cfg, q, now)
@@ -953,13 +948,22 @@ def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: 
         vcpu_next(S, X, T, R, cfg, prof, e, p, now)
         return
     if act == ACT_SPIN:
-        if S[ei(e, F_SPIN_ON)] >= 0:
-            # PLE window expired with the holder still preempted: exit and yield until it runs
+        holder = S[ei(e, F_SPIN_ON)]
+        if holder >= 0:
+            # PLE window expired with the holder still preempted: exit, and kvm_vcpu_on_spin yields
+            # to the holder (yield_to), which runs next on its pCPU; we spin on until it has run.
             X[OFF_ACC + A_EXITS] += 1.0
-            X[OFF_ACC + A_VM_BUSY] += exit_ns(prof) + prof[P_PLE_YIELD_NS]
-            stop_current(S, X, cfg, p, now, ST_SLEEP)
-            S[OFF_EV + EV_ENT0 + e] = INF
-            pick(S, X, cfg, prof, p, now)
+            S[ci(p, C_OVH_BUSY)] += exit_ns(prof) + int(prof[P_PLE_YIELD_NS])
+            S[ei(e, F_REM)] = INF
+            set_seg_end(S, X, cfg, prof, p, now)
+            q = S[ei(holder, F_CPU)]
+            if S[ei(holder, F_STATE)] == ST_RUNNABLE and q >= 0:
+                cur = S[ci(q, C_CUR)]
+                if cur < 0:
+                    dispatch(S, X, cfg, prof, q, holder, now)
+                elif S[ei(cur, F_FIFO)] == 0:
+                    stop_current(S, X, cfg, q, now, ST_RUNNABLE)
+                    dispatch(S, X, cfg, prof, q, holder, now)
             return
         S[ei(e, F_ACT)] = ACT_WORK
         S[ei(e, F_REM)] = S[ei(e, F_AFTER)]

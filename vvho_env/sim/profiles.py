@@ -85,10 +85,11 @@ class HostProfile:
     # signal; 2-4 us per small packet in vhost-net profiles (Tsirkin, KVM Forum 2012 "vhost-net").
     vhost_rx_ns: float = 3000.0
     vhost_tx_ns: float = 1000.0  # vhost-net worker per transmitted packet
-    # QEMU userspace virtio-net: tap read/write + virtqueue in the QEMU I/O thread. The vhost-net
-    # announcement (Tsirkin, 2010) reports userspace latency several times vhost's; 4x assumed.
-    userspace_rx_ns: float = 6000.0
-    userspace_tx_ns: float = 4000.0
+    # QEMU userspace virtio-net: tap read/write + virtqueue in the QEMU I/O thread under the big QEMU
+    # lock. vhost-net was introduced because this path's per-packet latency is several times vhost's
+    # (Tsirkin, vhost-net announcement, 2009-2010); assumed 5x vhost per packet, not fitted to a figure.
+    userspace_rx_ns: float = 15000.0
+    userspace_tx_ns: float = 10000.0
     # vhost-user with a polling PMD (DPDK virtio-user): no wake-ups, sub-us per packet
     # (DPDK vhost PMD performance reports, ~10 Mpps per core => ~100 ns/pkt; 400/300 with copies).
     pmd_rx_ns: float = 400.0
