@@ -57,8 +57,9 @@ MATRIX: tuple[Row, ...] = (
     Row("cpu_shares", 1024, 16384, (-1, +1, +1), {"rate_rps": 26000, "service_mean_us": 60, "neighbour_demand": (1.0,)},
         {"neighbour_demand": (0.0,)}, "EEVDF weights (kernel/sched/fair.c): CPU share in proportion to weight"),
     Row("emulator_placement", "with_vcpus", "housekeeping", (-1, 0, 0), CONTENDED,
-        {"settings": {"virtio_backend": "sriov"}}, "Red Hat realtime-virtual-host guide: emulator threads off the vCPU "
-        "cores; with SR-IOV no host thread is on the data path", abs_tol=(20.0, 0.08, 0.03)),
+        {"settings": {"virtio_backend": "sriov"}}, "Red Hat realtime-virtual-host guide: emulator threads off the FIFO "
+        "vCPUs' cores (else priority inversion); with SR-IOV no host thread is on the data path",
+        base={"vcpu_sched_policy": "fifo"}, abs_tol=(20.0, 0.08, 0.05)),
     Row("vcpu_count", 2, 4, (-1, +1, 0), {"rate_rps": 30000, "service_mean_us": 50, "neighbour_demand": (0.0,)},
         {"rate_rps": 2000}, "queueing: more servers for the same load (M/M/c)", abs_tol=(20.0, 0.03, 0.03)),
     Row("virtio_backend", "vhost", "userspace", (+1, +1, 0), QUIET, {"neighbour_demand": (1.0,)},
@@ -66,7 +67,7 @@ MATRIX: tuple[Row, ...] = (
         "neighbours, millisecond scheduling waits dominate both", base={"idle_state": "C1"}),
     Row("rx_usecs", 0, 100, (+1, -1, 0), {"rate_rps": 30000, "service_mean_us": 10, "neighbour_demand": (0.0,)}, {"settings": {"virtio_backend": "vhost_user_poll"}},
         "ethtool -C rx-usecs: up to rx-usecs of delay, fewer interrupts and wake-ups; a polling PMD takes no NIC "
-        "interrupt", base={"halt_poll_ns": 0}),
+        "interrupt", base={"halt_poll_ns": 0}, rel_tol=0.05),
     Row("busy_poll_us", 0, 100, (-1, +1, 0), TINY, {"settings": {"halt_poll_ns": 200000}},
         "napi.rst busy polling: spin on the queue instead of sleeping; host halt-polling already saves the "
         "wake-up", base={"halt_poll_ns": 0}, rel_tol=0.05, abs_tol=(2.0, 0.03, 0.02)),
@@ -87,9 +88,9 @@ MATRIX: tuple[Row, ...] = (
         {"lock_prob": 0.0}, "Intel SDM PLE; KVM kvm_vcpu_on_spin: without PLE a vCPU spins on a preempted lock holder, "
         "keeping its pCPU from the neighbours",
         base={"vcpu_count": 4, "sched_slice_us": 1000}, abs_tol=(20.0, 0.03, 0.05)),
-    Row("idle_state", "C6", "C1", (-1, 0, -1), {"rate_rps": 1000, "service_mean_us": 30, "neighbour_demand": (0.0,)},
-        {"rate_rps": 20000, "service_mean_us": 30}, "intel_idle.c: C6 exit 133 us vs C1 2 us, for the VM's threads "
-        "and the neighbours' alike; with short idle periods the governor never picks C6 (600 us residency)",
+    Row("idle_state", "C6", "C1", (-1, 0, 0), {"rate_rps": 1000, "service_mean_us": 30, "neighbour_demand": (0.0,)},
+        {"rate_rps": 20000, "service_mean_us": 30}, "intel_idle.c: C6 exit 133 us vs C1 2 us on every wake-up of "
+        "the VM's threads; with short idle periods the governor never picks C6 (600 us residency)",
         base={"halt_poll_ns": 0}, abs_tol=(10.0, 0.03, 0.02)),
 )
 

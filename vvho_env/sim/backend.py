@@ -86,6 +86,9 @@ class BatchSim:
                   randomise: bool = False, trace: bool = False) -> None:
         sc = scenario.randomised(seed) if randomise else scenario
         profile = get_profile(sc.host_profile)
+        if not 1 <= profile.n_pcpu <= E.MP - 1:
+            raise ValueError(f"host profile {profile.name!r}: n_pcpu={profile.n_pcpu} not accepted; "
+                             f"accepted: 1..{E.MP - 1} (the simulator's compiled capacity)")
         if randomise:
             profile = profile.randomised(np.random.default_rng([seed, 1]), sc.randomise.profile)
         self.scenarios[k] = sc

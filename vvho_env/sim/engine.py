@@ -59,6 +59,7 @@ P_HALT_POLL_GROW = P["halt_poll_grow"]
 P_HALT_POLL_GROW_START = P["halt_poll_grow_start"]
 P_HALT_POLL_SHRINK = P["halt_poll_shrink"]
 P_HOUSEKEEPING_LOAD = P["housekeeping_load"]
+P_HOUSEKEEPING_BURST_NS = P["housekeeping_burst_ns"]
 P_KVM = P["kvm"]
 P_LLC_INTERFERENCE = P["llc_interference"]
 P_LOCK_HOLD_NS = P["lock_hold_ns"]
@@ -83,7 +84,7 @@ P_VCPU_WAKE_NS = P["vcpu_wake_ns"]
 
 # ------------------------------------------------------------------ sizes
 MV = 4  # max vCPUs
-MP = 9  # max pCPUs: up to 8 shared + 1 housekeeping
+MP = 6  # max pCPUs: up to 5 shared + 1 housekeeping
 ME = MV + 1 + MP  # vCPUs, backend thread, one neighbour per pCPU
 E_BACKEND = MV
 E_NEIGH0 = MV + 1
@@ -119,8 +120,8 @@ NEF = 18
 OFF_ENT = OFF_EV + NEV
 # pCPU fields
 C_CUR, C_SEG_START, C_OVH_IDLE, C_OVH_BUSY, C_SLICE_END, C_IDLE_T, C_EXIT_LAT = range(7)
-C_LAST, C_RT_USED, C_RT_THR, C_IN_IDLE = range(7, 11)
-NCF = 11
+C_LAST, C_RT_USED, C_RT_THR, C_IN_IDLE, C_NR = range(7, 12)  # C_NR: runnable (waiting) entities
+NCF = 12
 OFF_CPU = OFF_ENT + ME * NEF
 # bandwidth buckets: one per vCPU, emulator, global (used ns in this period)
 B_EMU = MV
@@ -159,12 +160,12 @@ TR_EXIT_BEGIN, TR_EXIT_END, TR_HPOLL_WINDOW, TR_HALT, TR_WAKE, TR_DONE = range(6
 
 
 # ================================================================== RNG: xoroshiro128+ per env
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", _nrt=False)
 def _rotl(x: np.uint64, k: int) -> np.uint64:
     return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def rand_u(R: np.ndarray) -> float:
     s0 = R[0]
     s1 = R[1]
@@ -175,12 +176,12 @@ def rand_u(R: np.ndarray) -> float:
     return (result >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def rand_exp(R: np.ndarray, mean: float) -> float:
     return -mean * math.log(1.0 - rand_u(R))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def rand_normal(R: np.ndarray) -> float:
     u1 = 1.0 - rand_u(R)
     u2 = rand_u(R)
@@ -195,17 +196,17 @@ def seed_rng(seed: int) -> np.ndarray:
 
 
 # ================================================================== small accessors
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", _nrt=False)
 def ei(e: int, f: int) -> int:
     return OFF_ENT + e * NEF + f
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", _nrt=False)
 def ci(p: int, f: int) -> int:
     return OFF_CPU + p * NCF + f
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def trace(S: np.ndarray, T: np.ndarray, t: int, code: int, e: int, v: int) -> None:
     if S[I_TRACE_ON] != 0:
         n = S[I_TRACE_N]
@@ -217,18 +218,18 @@ def trace(S: np.ndarray, T: np.ndarray, t: int, code: int, e: int, v: int) -> No
             S[I_TRACE_N] = n + 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def exit_ns(prof: np.ndarray) -> int:
     cyc = prof[P_EXIT_HW_CYCLES] + prof[P_EXIT_HANDLER_CYCLES] + prof[P_ENTRY_HW_CYCLES]
     return int(cyc / prof[P_CPU_GHZ])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def entry_ns(prof: np.ndarray) -> int:
     return int(prof[P_ENTRY_HW_CYCLES] / prof[P_CPU_GHZ])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def adapt_window(win: int, block_ns: int, cap: int, grow: float, start: float, shrink: float) -> int:
     """KVM's grow/shrink of a halt-poll window (virt/kvm/kvm_main.c, kvm_vcpu_halt)."""
     if win > cap:
@@ -251,7 +252,7 @@ def adapt_window(win: int, block_ns: int, cap: int, grow: float, start: float, s
 
 
 # ================================================================== bandwidth
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def quota_of(cfg: np.ndarray, b: int) -> int:
     if b < MV:
         q = cfg[K_VQUOTA]
@@ -262,7 +263,7 @@ def quota_of(cfg: np.ndarray, b: int) -> int:
     return -1 if q < 0 else int(q)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def own_bucket(S: np.ndarray, e: int) -> int:
     k = S[ei(e, F_KIND)]
     if k == KIND_VCPU:
@@ -272,7 +273,7 @@ def own_bucket(S: np.ndarray, e: int) -> int:
     return -1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def budget_left(S: np.ndarray, cfg: np.ndarray, e: int) -> int:
     b = own_bucket(S, e)
     if b < 0:
@@ -288,15 +289,38 @@ def budget_left(S: np.ndarray, cfg: np.ndarray, e: int) -> int:
 
 
 # ================================================================== scheduling core
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
+def set_state(S: np.ndarray, e: int, st: int) -> None:
+    """Every state change goes through here so that each pCPU's count of waiting tasks stays exact."""
+    c = S[ei(e, F_CPU)]
+    if c >= 0:
+        if S[ei(e, F_STATE)] == ST_RUNNABLE:
+            S[ci(c, C_NR)] -= 1
+        if st == ST_RUNNABLE:
+            S[ci(c, C_NR)] += 1
+    S[ei(e, F_STATE)] = st
+
+
+@nb.njit(cache=True, _nrt=False)
+def set_cpu(S: np.ndarray, e: int, q: int) -> None:
+    c = S[ei(e, F_CPU)]
+    if S[ei(e, F_STATE)] == ST_RUNNABLE:
+        if c >= 0:
+            S[ci(c, C_NR)] -= 1
+        if q >= 0:
+            S[ci(q, C_NR)] += 1
+    S[ei(e, F_CPU)] = q
+
+
+@nb.njit(cache=True, _nrt=False)
 def others_runnable(S: np.ndarray, p: int, e: int) -> bool:
-    for o in range(ME):
-        if o != e and S[ei(o, F_STATE)] == ST_RUNNABLE and S[ei(o, F_CPU)] == p:
-            return True
-    return False
+    n = S[ci(p, C_NR)]
+    if S[ei(e, F_STATE)] == ST_RUNNABLE and S[ei(e, F_CPU)] == p:
+        n -= 1
+    return n > 0
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def avg_vruntime(S: np.ndarray, X: np.ndarray, p: int) -> float:
     """Weighted average vruntime of the fair entities queued or running on p (EEVDF's V)."""
     num = 0.0
@@ -309,7 +333,7 @@ def avg_vruntime(S: np.ndarray, X: np.ndarray, p: int) -> float:
     return num / den if den > 0 else -1.0
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def charge(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, now: int) -> None:
     """Account the time the current entity of p ran since its segment started."""
     e = S[ci(p, C_CUR)]
@@ -336,7 +360,8 @@ def charge(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, now: int) -> N
     else:
         S[ci(p, C_RT_USED)] += cpu_t
     if kind == KIND_NEIGH:
-        X[OFF_ACC + A_NEIGH_RUN] += cpu_t
+        if e - E_NEIGH0 < S[I_HK]:  # neighbour VMs only, not the host's housekeeping work
+            X[OFF_ACC + A_NEIGH_RUN] += cpu_t
     else:
         b = own_bucket(S, e)
         S[OFF_BUCKET + b] += cpu_t
@@ -348,7 +373,7 @@ def charge(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, now: int) -> N
             X[OFF_ACC + A_VM_POLL] += progress
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def set_seg_end(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, now: int) -> None:
     e = S[ci(p, C_CUR)]
     if e < 0:
@@ -370,7 +395,7 @@ def set_seg_end(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray,
     S[OFF_EV + EV_CPU0 + p] = max(end, now)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def go_idle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, now: int) -> None:
     """Nothing runnable on p: pull a waiting task from a busy pCPU (newidle balancing), else the idle
     governor picks a C-state for the predicted idle time."""
@@ -382,7 +407,7 @@ def go_idle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: 
                 best_t = S[ei(o, F_RUNNABLE_T)]
                 best = o
     if best >= 0:
-        S[ei(best, F_CPU)] = p
+        set_cpu(S, best, p)
         if S[ei(best, F_FIFO)] == 0:
             v = avg_vruntime(S, X, p)
             if v >= 0:
@@ -409,7 +434,7 @@ def go_idle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: 
     S[ci(p, C_EXIT_LAT)] = int(lat)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def dispatch(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, e: int, now: int) -> None:
     # C_CUR < 0 does not mean idle here: stop_current clears it right before pick() re-dispatches
     was_idle = S[ci(p, C_IN_IDLE)] != 0
@@ -436,8 +461,8 @@ def dispatch(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p:
     S[ci(p, C_SEG_START)] = now
     S[ci(p, C_OVH_IDLE)] = ovh_idle
     S[ci(p, C_OVH_BUSY)] = ovh_busy
-    S[ei(e, F_STATE)] = ST_RUNNING
-    S[ei(e, F_CPU)] = p
+    set_state(S, e, ST_RUNNING)
+    set_cpu(S, e, p)
     if S[ei(e, F_FIFO)] == 0:
         w = X[X_W + e]
         slice_ns = cfg[K_SLICE]
@@ -460,9 +485,12 @@ def dispatch(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p:
     set_seg_end(S, X, cfg, prof, p, now)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def pick(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, now: int) -> None:
     """Choose what runs next on p: FIFO first (unless RT-throttled), then EEVDF."""
+    if S[ci(p, C_NR)] == 0:
+        go_idle(S, X, cfg, prof, p, now)
+        return
     best = -1
     if S[ci(p, C_RT_THR)] == 0:
         best_t = INF
@@ -492,7 +520,7 @@ def pick(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int
         dispatch(S, X, cfg, prof, p, best, now)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def stop_current(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, now: int, new_state: int) -> int:
     charge(S, X, cfg, p, now)
     e = S[ci(p, C_CUR)]
@@ -502,14 +530,14 @@ def stop_current(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, now: int
             limit = 2.0 * cfg[K_SLICE] * 1024.0 / X[X_W + e]
             lag = avg_vruntime(S, X, p) - X[X_VR + e]
             X[X_LAG + e] = min(limit, max(-limit, lag))
-        S[ei(e, F_STATE)] = new_state
+        set_state(S, e, new_state)
         if new_state == ST_RUNNABLE:
             S[ei(e, F_RUNNABLE_T)] = now
         S[ci(p, C_CUR)] = -1
     return e
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def place_cpu(S: np.ndarray, e: int) -> int:
     """Wake-up placement: previous pCPU if idle, else an idle allowed pCPU, else the previous one."""
     mask = S[ei(e, F_MASK)]
@@ -528,17 +556,17 @@ def place_cpu(S: np.ndarray, e: int) -> int:
     return first
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def make_runnable(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int, now: int) -> None:
     p = place_cpu(S, e)
-    S[ei(e, F_CPU)] = p
+    set_cpu(S, e, p)
     if S[ei(e, F_FIFO)] == 0:
         v = avg_vruntime(S, X, p)
         if v >= 0:
             X[X_VR + e] = v - X[X_LAG + e]  # place_entity with PLACE_LAG
         X[X_LAG + e] = 0.0
         X[X_DL + e] = X[X_VR + e] + cfg[K_SLICE] * 1024.0 / X[X_W + e]
-    S[ei(e, F_STATE)] = ST_RUNNABLE
+    set_state(S, e, ST_RUNNABLE)
     S[ei(e, F_RUNNABLE_T)] = now
     cur = S[ci(p, C_CUR)]
     if cur < 0:
@@ -561,13 +589,13 @@ def make_runnable(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarra
         set_seg_end(S, X, cfg, prof, p, now)  # RUN_TO_PARITY: current keeps its slice
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def block_cost(prof: np.ndarray) -> float:
     return prof[P_BLOCK_NS]
 
 
 # ================================================================== guest / request path
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def sample_service(S: np.ndarray, R: np.ndarray, cfg: np.ndarray) -> int:
     mean = cfg[W_SVC_MEAN]
     cv = cfg[W_SVC_CV]
@@ -581,7 +609,7 @@ def sample_service(S: np.ndarray, R: np.ndarray, cfg: np.ndarray) -> int:
     return int(s)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def neighbours_busy_frac(S: np.ndarray) -> float:
     n = 0
     busy = 0
@@ -593,7 +621,7 @@ def neighbours_busy_frac(S: np.ndarray) -> float:
     return busy / n if n > 0 else 0.0
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def start_request(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.ndarray,
                   e: int, r: int) -> None:
     """vCPU e starts request r: guest rx stack + service (with interference) + tx stack."""
@@ -626,7 +654,7 @@ def start_request(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, 
     S[ei(e, F_REM)] = work
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def vcpu_next(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg: np.ndarray,
               prof: np.ndarray, e: int, p: int, now: int) -> None:
     """vCPU e (running on p) finished its activity: pick its next one, or go idle."""
@@ -675,12 +703,12 @@ def vcpu_next(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg: n
     pick(S, X, cfg, prof, p, now)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def hpoll_cap(cfg: np.ndarray, prof: np.ndarray) -> int:
     return int(cfg[K_HPOLL]) if prof[P_KVM] > 0 and cfg[K_GHPOLL] == 0 else 0
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def update_host_window(S: np.ndarray, T: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int, now: int) -> None:
     cap = hpoll_cap(cfg, prof)
     if cap <= 0:
@@ -696,7 +724,7 @@ def update_host_window(S: np.ndarray, T: np.ndarray, cfg: np.ndarray, prof: np.n
     trace(S, T, now, TR_HPOLL_WINDOW, e, w)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def update_guest_window(S: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int, now: int) -> None:
     if cfg[K_GHPOLL] == 0:
         return
@@ -706,7 +734,7 @@ def update_guest_window(S: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int
                                      prof[P_GUEST_POLL_SHRINK])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def notify_vcpu(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg: np.ndarray,
                 prof: np.ndarray, now: int, tick: bool, target: int) -> None:
     """An interrupt (packet or timer tick) for the guest. For a packet target < 0 picks a vCPU."""
@@ -762,8 +790,7 @@ def notify_vcpu(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg:
                 update_guest_window(S, cfg, prof, e, now)
             S[ci(p, C_OVH_BUSY)] += int(prof[P_GUEST_POLL_DETECT_NS])
         S[ei(e, F_ACT)] = ACT_RESUME
-        S[ei(e, F_REM)] = 0
-        set_seg_end(S, X, cfg, prof, S[ei(e, F_CPU)], now)
+        vcpu_next(S, X, T, R, cfg, prof, e, p, now)  # the poll noticed the interrupt: go on at once
         return
     if st == ST_SLEEP and S[ei(e, F_SPIN_ON)] < 0:
         trace(S, T, now, TR_WAKE, e, 0)
@@ -781,7 +808,7 @@ def notify_vcpu(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg:
         set_seg_end(S, X, cfg, prof, p, now)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def guest_enqueue(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg: np.ndarray,
                   prof: np.ndarray, r: int, now: int) -> None:
     S[OFF_GQ + S[I_GQ_TAIL] % QN] = r
@@ -789,7 +816,7 @@ def guest_enqueue(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cf
     notify_vcpu(S, X, T, R, cfg, prof, now, False, -1)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def complete(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, cfg: np.ndarray, r: int, now: int) -> None:
     lat = now - S[OFF_RT0 + r % QN] + int(cfg[W_CLIENT_RTT])
     H[bucket_of(float(lat))] += 1
@@ -803,7 +830,7 @@ def complete(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, cfg: np
         S[OFF_EV + EV_ARR] = now + int(cfg[W_CLIENT_RTT] + cfg[W_THINK])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def delay_push(S: np.ndarray, t: int, item: int) -> None:
     S[OFF_DLT + S[I_DL_TAIL] % QN] = t
     S[OFF_DLI + S[I_DL_TAIL] % QN] = item
@@ -812,7 +839,7 @@ def delay_push(S: np.ndarray, t: int, item: int) -> None:
         S[OFF_EV + EV_DELAY] = t
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def backend_push(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, item: int, now: int) -> None:
     """Hand a packet to the host data path of the configured virtio backend."""
     mode = int(cfg[K_BACKEND])
@@ -827,14 +854,27 @@ def backend_push(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray
         return
     S[OFF_BQ + S[I_BQ_TAIL] % QN] = item
     S[I_BQ_TAIL] += 1
+    if S[ei(E_BACKEND, F_STATE)] == ST_SLEEP:
+        backend_next_item(S, cfg, prof)
+        make_runnable(S, X, cfg, prof, E_BACKEND, now)
+
+
+@nb.njit(cache=True, _nrt=False)
+def backend_next_item(S: np.ndarray, cfg: np.ndarray, prof: np.ndarray) -> bool:
+    """The backend thread takes the next packet of its queue; False when the queue is empty."""
     e = E_BACKEND
-    if S[ei(e, F_STATE)] == ST_SLEEP:
-        S[ei(e, F_ACT)] = ACT_WORK
-        S[ei(e, F_REM)] = 0
-        make_runnable(S, X, cfg, prof, e, now)
+    if S[I_BQ_HEAD] >= S[I_BQ_TAIL]:
+        S[ei(e, F_ACT)] = ACT_NONE
+        return False
+    item = S[OFF_BQ + S[I_BQ_HEAD] % QN]
+    S[I_BQ_HEAD] += 1
+    S[ei(e, F_REQ)] = item
+    S[ei(e, F_ACT)] = ACT_WORK
+    S[ei(e, F_REM)] = backend_item_cost(cfg, prof, item)
+    return True
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def backend_item_cost(cfg: np.ndarray, prof: np.ndarray, item: int) -> int:
     irq = prof[P_NIC_IRQ_NS] if item >= 0 else 0.0  # the host NIC irq + softirq that woke us
     if int(cfg[K_BACKEND]) == BACKEND_USERSPACE:
@@ -842,7 +882,7 @@ def backend_item_cost(cfg: np.ndarray, prof: np.ndarray, item: int) -> int:
     return int(irq + (prof[P_VHOST_RX_NS] if item >= 0 else prof[P_VHOST_TX_NS]))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def nic_deliver(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg: np.ndarray,
                 prof: np.ndarray, now: int) -> None:
     """The NIC raises its (possibly coalesced) interrupt for all pending packets."""
@@ -859,7 +899,7 @@ def nic_deliver(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg:
 
 
 # ================================================================== activity completion
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: np.ndarray,
                  cfg: np.ndarray, prof: np.ndarray, p: int, now: int) -> None:
     e = S[ci(p, C_CUR)]
@@ -888,7 +928,7 @@ def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: 
                 q = place_cpu(S, e)
                 if q != p and S[ci(q, C_CUR)] < 0:
                     # an idle pCPU pulls the preempted task (idle/nohz balancing)
-                    S[ei(e, F_STATE)] = ST_SLEEP
+                    set_state(S, e, ST_SLEEP)
                     X[X_LAG + e] = 0.0
                     make_runnable(S, X, cfg, prof, e, now)
         else:
@@ -899,30 +939,22 @@ def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: 
         return
     kind = S[ei(e, F_KIND)]
     if kind == KIND_NEIGH:
-        X[OFF_ACC + A_NEIGH_ON] += now - S[ei(e, F_HALT_T)]
-        X[OFF_ACC + A_NEIGH_WORK] += S[ei(e, F_AFTER)]
+        if e - E_NEIGH0 < S[I_HK]:
+            X[OFF_ACC + A_NEIGH_ON] += now - S[ei(e, F_HALT_T)]
+            X[OFF_ACC + A_NEIGH_WORK] += S[ei(e, F_AFTER)]
         stop_current(S, X, cfg, p, now, ST_SLEEP)
         schedule_neighbour(S, R, cfg, prof, e, now)
         pick(S, X, cfg, prof, p, now)
         return
     if kind == KIND_BACKEND:
-        act = S[ei(e, F_ACT)]
-        if act == ACT_WORK and S[ei(e, F_REQ)] != -(2**40):
-            item = S[ei(e, F_REQ)]
-            if item >= 0:
-                guest_enqueue(S, X, T, R, cfg, prof, item, now)
-            else:
-                complete(S, X, H, T, cfg, -item - 1, now)
-        S[ei(e, F_REQ)] = -(2**40)
-        if S[I_BQ_HEAD] < S[I_BQ_TAIL]:
-            item = S[OFF_BQ + S[I_BQ_HEAD] % QN]
-            S[I_BQ_HEAD] += 1
-            S[ei(e, F_REQ)] = item
-            S[ei(e, F_ACT)] = ACT_WORK
-            S[ei(e, F_REM)] = backend_item_cost(cfg, prof, item)
+        item = S[ei(e, F_REQ)]
+        if item >= 0:
+            guest_enqueue(S, X, T, R, cfg, prof, item, now)
+        else:
+            complete(S, X, H, T, cfg, -item - 1, now)
+        if backend_next_item(S, cfg, prof):
             set_seg_end(S, X, cfg, prof, p, now)
         else:
-            S[ei(e, F_ACT)] = ACT_NONE
             stop_current(S, X, cfg, p, now, ST_SLEEP)
             pick(S, X, cfg, prof, p, now)
         return
@@ -982,7 +1014,7 @@ def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: 
     vcpu_next(S, X, T, R, cfg, prof, e, p, now)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def schedule_neighbour(S: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int, now: int) -> None:
     """A neighbour's next runnable period: CPU bursts with think times giving its demand."""
     j = e - E_NEIGH0
@@ -994,7 +1026,7 @@ def schedule_neighbour(S: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.n
         S[OFF_EV + EV_ENT0 + e] = now + int(prof[P_NEIGHBOUR_BURST_NS])  # re-check later
         S[ei(e, F_REM)] = -1
         return
-    burst = prof[P_NEIGHBOUR_BURST_NS]
+    burst = prof[P_NEIGHBOUR_BURST_NS] if j < S[I_HK] else prof[P_HOUSEKEEPING_BURST_NS]
     off = 0.0 if d >= 1.0 else rand_exp(R, burst * (1.0 - d) / d)
     S[OFF_EV + EV_ENT0 + e] = now + int(off)
     S[ei(e, F_REM)] = int(rand_exp(R, burst)) + 1
@@ -1002,7 +1034,7 @@ def schedule_neighbour(S: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.n
 
 
 # ================================================================== main loop
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def next_arrival_gap(S: np.ndarray, R: np.ndarray, cfg: np.ndarray) -> int:
     rate = cfg[W_RATE]
     if S[I_MMPP_HIGH] == 1:
@@ -1012,7 +1044,7 @@ def next_arrival_gap(S: np.ndarray, R: np.ndarray, cfg: np.ndarray) -> int:
     return int(rand_exp(R, 1e9 / rate)) + 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def run_until(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: np.ndarray,
               cfg: np.ndarray, prof: np.ndarray, t_end: int) -> int:
     """Advance one env to t_end. Returns the number of events processed."""
@@ -1078,7 +1110,7 @@ def run_until(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: np.
             for e in range(ME):
                 if S[ei(e, F_STATE)] == ST_THROTTLED:
                     X[OFF_ACC + A_THROTTLED] += (now - S[ei(e, F_RUNNABLE_T)]) if S[ei(e, F_KIND)] == KIND_VCPU else 0
-                    S[ei(e, F_STATE)] = ST_SLEEP
+                    set_state(S, e, ST_SLEEP)
                     make_runnable(S, X, cfg, prof, e, now)
             for p in range(MP):
                 if S[ci(p, C_CUR)] >= 0:
@@ -1124,13 +1156,14 @@ def run_until(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: np.
                         S[ei(e, F_HALT_T)] = now  # burst start, for the slowdown measure
                     make_runnable(S, X, cfg, prof, e, now)
             elif S[ei(e, F_STATE)] == ST_SLEEP:
-                S[ei(e, F_ENTRY)] = 1
+                if S[ei(e, F_KIND)] == KIND_VCPU:
+                    S[ei(e, F_ENTRY)] = 1
                 make_runnable(S, X, cfg, prof, e, now)
     S[I_NOW] = t_end
     return n_events
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def run_batch(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: np.ndarray,
               cfg: np.ndarray, prof: np.ndarray, t_end: np.ndarray) -> int:
     n = 0
@@ -1140,7 +1173,7 @@ def run_batch(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: np.
 
 
 # ================================================================== layout (knob changes)
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.ndarray, now: int,
            fresh: bool) -> None:
     """(Re)build entities, placement and weights from the knobs; called at reset and on apply."""
@@ -1159,9 +1192,8 @@ def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
             S[ci(p, C_IN_IDLE)] = 1
             X[X_IDLE_AVG + p] = 1e6
         for e in range(ME):
-            S[ei(e, F_CPU)] = -1
+            set_cpu(S, e, -1)
             S[ei(e, F_SPIN_ON)] = -1
-            S[ei(e, F_REQ)] = -(2**40)
         S[I_LAYOUT_NV] = nv
         S[OFF_EV + EV_TICK] = now + int(rand_u(R) * 1e9 / prof[P_TICK_HZ])
         S[OFF_EV + EV_PERIOD] = now + int(rand_u(R) * cfg[K_PERIOD])
@@ -1216,7 +1248,7 @@ def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
             S[ei(e, F_MASK)] = 0
         X[X_W + e] = 1024.0
         if fresh and S[ei(e, F_KIND)] == KIND_NEIGH:
-            S[ei(e, F_CPU)] = j if j < npc and ((1 << j) & S[ei(e, F_MASK)]) else -1
+            set_cpu(S, e, j if j < npc and ((1 << j) & S[ei(e, F_MASK)]) else -1)
             schedule_neighbour(S, R, cfg, prof, e, now)
             S[OFF_EV + EV_ENT0 + e] = now + (S[OFF_EV + EV_ENT0 + e] - now) % int(prof[P_NEIGHBOUR_BURST_NS])
     # entities now outside their allowed set migrate at their next wake-up; running ones are moved now
@@ -1230,7 +1262,7 @@ def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
                 S[ei(cur, F_ENTRY)] = 1
     for e in range(ME):
         if S[ei(e, F_STATE)] == ST_RUNNABLE and not (S[ei(e, F_MASK)] >> S[ei(e, F_CPU)]) & 1:
-            S[ei(e, F_STATE)] = ST_SLEEP
+            set_state(S, e, ST_SLEEP)
             S[OFF_EV + EV_ENT0 + e] = now
         if S[ei(e, F_KIND)] == KIND_VCPU:
             if S[ei(e, F_FIFO)] != (1 if cfg[K_FIFO] > 0 else 0):
@@ -1238,11 +1270,11 @@ def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
     if fresh:
         for e in range(nv):
             # vCPUs start halted, waiting for work
-            S[ei(e, F_STATE)] = ST_SLEEP
+            set_state(S, e, ST_SLEEP)
             S[ei(e, F_HALT_T)] = now
             S[ei(e, F_IDLE_T)] = now
-            S[ei(e, F_CPU)] = e % npc
-        S[ei(E_BACKEND, F_STATE)] = ST_SLEEP
+            set_cpu(S, e, e % npc)
+        set_state(S, E_BACKEND, ST_SLEEP)
 
 
 def new_state(n_envs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

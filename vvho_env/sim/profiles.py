@@ -122,6 +122,9 @@ class HostProfile:
     rt_period_ns: float = 1000e6
     # -- misc ----------------------------------------------------------------------------------------
     housekeeping_load: float = 0.05  # background load of the housekeeping pCPU (irqs, kthreads)
+    # housekeeping work comes in short items (kworker/ksoftirqd run tens of us per item), not in
+    # the millisecond bursts of a CPU-bound neighbour VM
+    housekeeping_burst_ns: float = 50000.0
     neighbour_burst_ns: float = 2e6  # CPU burst of a neighbour's runnable period (CPU-bound VMs)
     restart_outage_ns: float = 2e9  # a restart-cost knob changed mid-episode: guest reboot, ~2 s
     guest_slowdown: float = 1.0  # multiplier on guest CPU work (TCG emulation >> 1)
