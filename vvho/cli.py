@@ -173,5 +173,7 @@ def _mount_live() -> None:
 
 _mount_live()
 
+# Command modules register themselves here (each defines register(app)).
+
 if __name__ == "__main__":
     app()

@@ -152,8 +152,9 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Rewards
     ``-J`` with J from ``vvho_env.objective``:
-    ``w_lat*min(log(1+p99/SLO), log 101) + w_viol*violations/ref + w_cpu*vm_cpu + w_nb*slowdown
-    + w_chg*change_cost``, defaults (1, 2, 0.1, 1, 1), the CPU weight per scenario where it says so.
+    ``w_lat*(clip(log(p99/SLO), log 0.5, log 100) - log 0.5) + w_viol*violations/ref + w_cpu*vm_cpu
+    + w_nb*slowdown + w_chg*change_cost``, defaults (1, 2, 0.1, 1, 1), the CPU weight per scenario
+    where it says so.
 
     ## Starting State
     The scenario's start settings (knob defaults overridden by its ``base_settings``); one warm-up
@@ -207,6 +208,7 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         self._prev_action = self.codec.encode(self.settings)
         self._steps = 0
         self._closed = False
+        self.last_telemetry: Telemetry | None = None  # the last window, with its histogram
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -216,6 +218,7 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         self._steps = 0
         self._prev_action = self.codec.encode(self.settings)
         tel = self.backend.measure(self.scenario.interval_s)
+        self.last_telemetry = tel
         self._windows = [window_features(tel, self.codec.ref_rps)]
         return self.codec.observe(self._windows, self._prev_action), {"telemetry": tel.as_dict()}
 
@@ -243,6 +246,7 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
                 if attempt < self.retries:
                     time.sleep(self.backoff_s * 2**attempt)
         self._steps += 1
+        self.last_telemetry = tel
         if tel is None:
             info["truncated_reason"] = reason or "backend failed"
             obs = self.codec.observe(self._windows, self._prev_action)

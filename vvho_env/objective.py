@@ -1,16 +1,18 @@
 """The one objective every method is judged by (lower is better; the env's reward is its negative).
 
-    J = w_lat * min(log(1 + p99 / SLO), LAT_CLIP)          tail latency relative to the SLO
+    J = w_lat * clip(log(p99 / SLO), log(HEADROOM), LAT_CAP) - log(HEADROOM)   tail latency vs the SLO
       + w_viol * violations / ref_requests                 SLO violations (additive over windows)
       + w_cpu * vm_cpu                                     CPU cost in cores (busy + polling + reserved)
       + w_nb * neighbour_slowdown                          share of neighbours' runnable time lost
       + w_chg * sum_k change_weight_k * |dx_k| / 2         cost of moving knobs (dx in [-1, 1] units)
 
-log(1 + p99/SLO) is log(p99/SLO) for p99 >> SLO and stays positive below the SLO, so ratios of
-objectives between methods are meaningful. The violation term divides by a fixed per-scenario
-reference request count, so its sum over windows equals pooled violations / reference: it agrees
-with metrics pooled over an episode. A window that served nothing while load was offered scores the
-latency clip and a full violation share.
+The latency term is log(p99/SLO) clipped below at half the SLO and shifted to start at 0: a p99 of
+half the SLO or better earns nothing more, so once the tail has that headroom the objective trades
+only CPU and neighbour cost (as an operator would), and J stays >= 0 so that ratios of objectives
+between methods mean something. p99 = SLO scores log 2 = 0.69, 10x the SLO 3.0; the cap is 100x.
+The violation term divides by a fixed per-scenario reference request count, so its sum over
+windows equals pooled violations / reference: it agrees with metrics pooled over an episode. A
+window that served nothing while load was offered scores the latency cap and a full violation share.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from dataclasses import dataclass
 from vvho_env import knobs
 from vvho_env.types import KnobValue, Telemetry
 
-LAT_CLIP = math.log1p(100.0)  # p99 at 100x the SLO or worse: no further distinction
+HEADROOM = 0.5  # p99 at or below this share of the SLO earns nothing more
+LAT_CAP = math.log(100.0)  # p99 at 100x the SLO or worse: no further distinction
+LAT_CLIP = LAT_CAP - math.log(HEADROOM)  # the largest latency term
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ class Objective:
         w = self.weights
         offered = tel.offered_rps * tel.window_s
         if tel.requests > 0 and math.isfinite(tel.p99_us):
-            lat = min(math.log1p(tel.p99_us / tel.slo_us), LAT_CLIP)
+            ratio = max(tel.p99_us / tel.slo_us, HEADROOM)
+            lat = min(math.log(ratio), LAT_CAP) - math.log(HEADROOM)
             viol = tel.slo_violations / max(self.ref_requests, 1.0)
         elif offered > 0:
             lat = LAT_CLIP

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
+
 if TYPE_CHECKING:
     from vvho_env.scenarios import Scenario
 
@@ -68,6 +70,8 @@ class Telemetry:
     errors: int = 0  # probe errors / timeouts (live); 0 in the simulator
     status: Status = Status.OK
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # latency histogram of the window (vvho_env.histogram buckets), so that episodes pool exactly
+    histogram: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def slo_violation_frac(self) -> float:
@@ -75,6 +79,7 @@ class Telemetry:
 
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)
+        d.pop("histogram")
         for k, v in d.items():
             if isinstance(v, float) and math.isnan(v):
                 d[k] = None  # no request completed in the window: no percentile

@@ -611,6 +611,7 @@ class LibvirtBackend:
             errors=g.errors + g.timeouts,
             status=status,
             notes=tuple(notes),
+            histogram=lat.counts.copy(),
         )
 
     def _probe_cpus_overlap(self) -> set[int]:

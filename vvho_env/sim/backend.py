@@ -203,6 +203,7 @@ class BatchSim:
             neighbour_cpu=a[E.A_NEIGH_RUN] / w_ns,
             neighbour_slowdown=float(np.clip(slowdown, 0.0, 1.0)),
             errors=int(a[E.A_ERRORS]),
+            histogram=self.H[k].copy(),
         )
 
     def trace(self, k: int) -> np.ndarray:
