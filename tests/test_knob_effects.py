@@ -46,7 +46,8 @@ MATRIX: tuple[Row, ...] = (
         "VMware vSphere 5.5 latency paper (exclusive pCPUs); reserved cores are paid for; neighbours lose pCPUs"),
     Row("vcpu_quota", -1, 20000, (+1, -1, 0), {"rate_rps": 10000, "service_mean_us": 60, "neighbour_demand": (0.0,)},
         {"rate_rps": 1000}, "sched-bwc.rst; 'CPU-Limits kill Performance' (2025): throttled waits for the next period"),
-    Row("vcpu_period", 100000, 40000, (-1, +1, 0), {"rate_rps": 10000, "service_mean_us": 60, "neighbour_demand": (0.0,)},
+    Row("vcpu_period", 100000, 40000, (-1, +1, 0),
+        {"rate_rps": 10000, "service_mean_us": 60, "neighbour_demand": (0.0,)},
         {"settings": {"vcpu_quota": -1}}, "sched-bwc.rst: the quota/period ratio is the CPU limit; shorter periods, "
         "shorter stalls", base={"vcpu_quota": 20000}),
     Row("emulator_quota", -1, 4000, (+1, -1, 0), {"rate_rps": 12000, "service_mean_us": 40, "neighbour_demand": (0.0,)},
@@ -65,7 +66,8 @@ MATRIX: tuple[Row, ...] = (
     Row("virtio_backend", "vhost", "userspace", (+1, +1, 0), QUIET, {"neighbour_demand": (1.0,)},
         "vhost-net announcement (Tsirkin 2010): the userspace path costs several times vhost's; behind CPU-bound "
         "neighbours, millisecond scheduling waits dominate both", base={"idle_state": "C1"}),
-    Row("rx_usecs", 0, 100, (+1, -1, 0), {"rate_rps": 30000, "service_mean_us": 10, "neighbour_demand": (0.0,)}, {"settings": {"virtio_backend": "vhost_user_poll"}},
+    Row("rx_usecs", 0, 100, (+1, -1, 0), {"rate_rps": 30000, "service_mean_us": 10, "neighbour_demand": (0.0,)},
+        {"settings": {"virtio_backend": "vhost_user_poll"}},
         "ethtool -C rx-usecs: up to rx-usecs of delay, fewer interrupts and wake-ups; a polling PMD takes no NIC "
         "interrupt", base={"halt_poll_ns": 0}, rel_tol=0.05),
     Row("busy_poll_us", 0, 100, (-1, +1, 0), TINY, {"settings": {"halt_poll_ns": 200000}},

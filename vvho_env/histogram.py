@@ -16,7 +16,7 @@ MIN_NS = 100.0  # 100 ns
 MAX_NS = 10.0e9  # 10 s
 GROWTH = 1.02
 LOG_GROWTH = math.log(GROWTH)
-N_BUCKETS = int(math.ceil(math.log(MAX_NS / MIN_NS) / LOG_GROWTH)) + 1
+N_BUCKETS = math.ceil(math.log(MAX_NS / MIN_NS) / LOG_GROWTH) + 1
 MAX_REL_ERROR = math.sqrt(GROWTH) - 1.0
 
 

@@ -18,20 +18,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from vvho_env.types import KnobValue, Settings
 
 SPECIAL_BAND = 0.1  # share of [-1, 1] reserved at an end for an explicit 'off' / 'unlimited' point
 
 
-class Group(str, Enum):
+class Group(StrEnum):
     R = "R"  # resource allocation
     C = "C"  # virtualization-layer communication
     S = "S"  # context-switch strategy
 
 
-class ChangeCost(str, Enum):
+class ChangeCost(StrEnum):
     LIVE = "live"  # applied while the guest runs, no outage
     RESTART = "needs guest restart"  # takes effect at reset; mid-episode it costs an outage
 

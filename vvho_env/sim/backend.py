@@ -145,7 +145,7 @@ class BatchSim:
     # -- measurement -------------------------------------------------------------------------
     def run(self, window_s: float, envs: Sequence[int] | None = None) -> list[Telemetry]:
         idx = np.arange(self.n) if envs is None else np.asarray(envs)
-        window_ns = int(round(window_s * 1e9))
+        window_ns = round(window_s * 1e9)
         for k in idx:
             sc = self.scenarios[k]
             assert sc is not None, "reset before run"

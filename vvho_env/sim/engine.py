@@ -402,10 +402,10 @@ def go_idle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: 
     best = -1
     best_t = INF
     for o in range(ME):
-        if S[ei(o, F_STATE)] == ST_RUNNABLE and S[ei(o, F_CPU)] != p and (S[ei(o, F_MASK)] >> p) & 1:
-            if S[ei(o, F_RUNNABLE_T)] < best_t:
-                best_t = S[ei(o, F_RUNNABLE_T)]
-                best = o
+        if (S[ei(o, F_STATE)] == ST_RUNNABLE and S[ei(o, F_CPU)] != p and (S[ei(o, F_MASK)] >> p) & 1
+                and S[ei(o, F_RUNNABLE_T)] < best_t):
+            best_t = S[ei(o, F_RUNNABLE_T)]
+            best = o
     if best >= 0:
         set_cpu(S, best, p)
         if S[ei(best, F_FIFO)] == 0:
@@ -495,10 +495,10 @@ def pick(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int
     if S[ci(p, C_RT_THR)] == 0:
         best_t = INF
         for o in range(ME):
-            if S[ei(o, F_STATE)] == ST_RUNNABLE and S[ei(o, F_CPU)] == p and S[ei(o, F_FIFO)] == 1:
-                if S[ei(o, F_RUNNABLE_T)] < best_t:
-                    best_t = S[ei(o, F_RUNNABLE_T)]
-                    best = o
+            if (S[ei(o, F_STATE)] == ST_RUNNABLE and S[ei(o, F_CPU)] == p and S[ei(o, F_FIFO)] == 1
+                    and S[ei(o, F_RUNNABLE_T)] < best_t):
+                best_t = S[ei(o, F_RUNNABLE_T)]
+                best = o
     if best < 0:
         v = avg_vruntime(S, X, p)
         best_dl = 1e300
@@ -1264,9 +1264,6 @@ def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
         if S[ei(e, F_STATE)] == ST_RUNNABLE and not (S[ei(e, F_MASK)] >> S[ei(e, F_CPU)]) & 1:
             set_state(S, e, ST_SLEEP)
             S[OFF_EV + EV_ENT0 + e] = now
-        if S[ei(e, F_KIND)] == KIND_VCPU:
-            if S[ei(e, F_FIFO)] != (1 if cfg[K_FIFO] > 0 else 0):
-                S[ei(e, F_FIFO)] = 1 if cfg[K_FIFO] > 0 else 0
     if fresh:
         for e in range(nv):
             # vCPUs start halted, waiting for work
