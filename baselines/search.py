@@ -154,21 +154,20 @@ class AdaptivityResult:
     per_phase: list[SearchResult]
     static: SearchResult
     static_per_phase: list[float]  # the static setting's objective on each phase, re-scored
+    weights: list[float]  # phase lengths in intervals
 
     @property
     def per_phase_objective(self) -> float:
-        return float(np.average([r.objective for r in self.per_phase], weights=self._weights()))
+        return float(np.average([r.objective for r in self.per_phase], weights=self.weights))
 
     @property
     def static_objective(self) -> float:
-        return float(np.average(self.static_per_phase, weights=self._weights()))
+        return float(np.average(self.static_per_phase, weights=self.weights))
 
     @property
     def gap(self) -> float:
         return self.static_objective / self.per_phase_objective
 
-    def _weights(self) -> list[float]:
-        return [float(p.intervals) for p in load_scenario(self.scenario).phases]
 
 
 def best_settings(scenario: str | Scenario, cfg: SearchConfig | None = None,
@@ -196,7 +195,7 @@ def best_settings(scenario: str | Scenario, cfg: SearchConfig | None = None,
     for p, r in enumerate(per_phase):
         if static_pp[p] < r.objective:
             per_phase[p] = SearchResult(dict(static.settings), float(static_pp[p]), r.evaluations, r.trace)
-    result = AdaptivityResult(sc.id, per_phase, static, [float(x) for x in static_pp])
+    result = AdaptivityResult(sc.id, per_phase, static, [float(x) for x in static_pp], weights)
     if use_cache:
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -210,7 +209,7 @@ def _dump(r: AdaptivityResult) -> dict:
         return {"settings": x.settings, "objective": x.objective, "evaluations": x.evaluations}
 
     return {"scenario": r.scenario, "per_phase": [sr(x) for x in r.per_phase], "static": sr(r.static),
-            "static_per_phase": r.static_per_phase}
+            "static_per_phase": r.static_per_phase, "weights": r.weights}
 
 
 def _load(path: Path) -> AdaptivityResult:
@@ -219,4 +218,5 @@ def _load(path: Path) -> AdaptivityResult:
     def sr(x: dict) -> SearchResult:
         return SearchResult(x["settings"], x["objective"], x["evaluations"])
 
-    return AdaptivityResult(d["scenario"], [sr(x) for x in d["per_phase"]], sr(d["static"]), d["static_per_phase"])
+    return AdaptivityResult(d["scenario"], [sr(x) for x in d["per_phase"]], sr(d["static"]), d["static_per_phase"],
+                            d["weights"])
