@@ -592,13 +592,14 @@ class Backend(Thread):
 class Neighbour(Thread):
     """A neighbour VM's thread: exponential CPU bursts separated by think times, for its demand."""
 
-    def __init__(self, host: Host, mask: list[int], demand: float) -> None:
+    def __init__(self, host: Host, mask: list[int], demand: float, burst_ns: float) -> None:
         super().__init__(host, "neighbour", mask, [])
         self.demand = demand
+        self.burst_ns = burst_ns  # housekeeping work comes in short items, neighbour VMs in long bursts
 
     def body(self) -> Generator[simpy.Event, object, None]:
         h = self.host
-        burst = h.prof.neighbour_burst_ns
+        burst = self.burst_ns
         first = True
         while True:
             if self.demand <= 0:
@@ -645,10 +646,10 @@ class Host:
         self.neighbours: list[Neighbour] = []
         for j in range(npc + 1):
             if j == hk:
-                n = Neighbour(self, [hk], prof.housekeeping_load)
+                n = Neighbour(self, [hk], prof.housekeeping_load, prof.housekeeping_burst_ns)
             else:
                 demand = cfg.neighbour_demand[j % len(cfg.neighbour_demand)]
-                n = Neighbour(self, [j] if j in neigh_cpus else neigh_cpus, demand)
+                n = Neighbour(self, [j] if j in neigh_cpus else neigh_cpus, demand, prof.neighbour_burst_ns)
                 if j in n.mask:
                     n.cpu = self.pcpus[j]
             self.neighbours.append(n)
