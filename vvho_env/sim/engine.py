@@ -466,7 +466,9 @@ def dispatch(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p:
     if S[ei(e, F_FIFO)] == 0:
         w = X[X_W + e]
         slice_ns = cfg[K_SLICE]
-        if X[X_VR + e] >= X[X_DL + e]:
+        # less than 1 ns of service left counts as reached: after a weight drop (cpu_shares change) an
+        # old deadline can sit a fraction of a ns ahead, and a 0-ns slice would re-pick forever
+        if (X[X_DL + e] - X[X_VR + e]) * w / 1024.0 < 1.0:
             X[X_DL + e] = X[X_VR + e] + slice_ns * 1024.0 / w
         S[ci(p, C_SLICE_END)] = now + ovh_idle + int((X[X_DL + e] - X[X_VR + e]) * w / 1024.0)
     # a lock holder getting the CPU releases the vCPUs spinning or yielding on it
@@ -920,7 +922,7 @@ def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: 
     if rem > 0 or busy_left > 0:
         # slice expired: re-pick (EEVDF), current goes back to the queue
         if S[ei(e, F_FIFO)] == 0 and others_runnable(S, p, e):
-            if X[X_VR + e] >= X[X_DL + e]:
+            if (X[X_DL + e] - X[X_VR + e]) * X[X_W + e] / 1024.0 < 1.0:  # see dispatch
                 X[X_DL + e] = X[X_VR + e] + cfg[K_SLICE] * 1024.0 / X[X_W + e]
             stop_current(S, X, cfg, p, now, ST_RUNNABLE)
             pick(S, X, cfg, prof, p, now)
