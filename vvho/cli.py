@@ -174,6 +174,10 @@ def _mount_live() -> None:
 _mount_live()
 
 # Command modules register themselves here (each defines register(app)).
+__import__("vvho.cli_agents").cli_agents.register(app)
+from vvho import cli_baselines  # noqa: E402
+
+cli_baselines.register(app)
 
 if __name__ == "__main__":
     app()
