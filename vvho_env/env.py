@@ -85,7 +85,10 @@ class Codec:
     def observation_space(self) -> spaces.Box:
         return spaces.Box(-OBS_CLIP, OBS_CLIP, shape=(self.obs_size,), dtype=np.float32)
 
-    def decode(self, action: Any, current: Mapping[str, KnobValue]) -> tuple[Settings, np.ndarray]:
+    def decode(self, action: Any, position: np.ndarray) -> tuple[Settings, np.ndarray]:
+        """Settings and the new position on the [-1, 1] scales. In delta mode the action moves the
+        continuous position (kept by the env between steps), so that repeated small steps do cross
+        a categorical knob's bin boundary."""
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (len(self.names),):
             raise ActionError(f"action has shape {a.shape}; expected ({len(self.names)},) for knobs {self.names}")
@@ -94,9 +97,9 @@ class Codec:
             raise ActionError(f"action is NaN/inf for knob(s) {', '.join(bad)}; accepted: finite values in [-1, 1]")
         a = a.clip(-1.0, 1.0)
         if self.mode == "delta":
-            now = np.array([knobs.get(n).to_unit(current[n]) for n in self.names])
-            a = (now + a * self.delta_step).clip(-1.0, 1.0)
-        return knobs.decode(a, self.names), a.astype(np.float32)
+            a = (np.asarray(position, dtype=np.float64) + a * self.delta_step).clip(-1.0, 1.0)
+        pos = a.astype(np.float32)  # settings follow the float32 position the observation shows
+        return knobs.decode(pos.astype(np.float64), self.names), pos
 
     def encode(self, settings: Mapping[str, KnobValue]) -> np.ndarray:
         return np.array(knobs.encode(settings, self.names), dtype=np.float32)
@@ -223,7 +226,7 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.codec.observe(self._windows, self._prev_action), {"telemetry": tel.as_dict()}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        new, unit = self.codec.decode(action, self.settings)
+        new, position = self.codec.decode(action, self._prev_action)
         info: dict[str, Any] = {}
         changed = {n: v for n, v in new.items() if v != self.settings.get(n)}
         tel = None
@@ -241,6 +244,7 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
             except ApplyRejected as exc:
                 info["apply_rejected"] = str(exc)
                 changed = {}
+                position = self._prev_action  # nothing moved
             except BackendError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 if attempt < self.retries:
@@ -251,7 +255,7 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
             info["truncated_reason"] = reason or "backend failed"
             obs = self.codec.observe(self._windows, self._prev_action)
             return obs, 0.0, False, True, info
-        self._prev_action = self.codec.encode(self.settings) if self.codec.mode == "delta" else unit
+        self._prev_action = position
         self._windows.append(window_features(tel, self.codec.ref_rps))
         self._windows = self._windows[-self.codec.history:]
         terms = self.objective.terms(tel, info.get("change_cost", 0.0))
@@ -346,13 +350,13 @@ class VVHOVectorEnv(VectorEnv):
         for k in range(self.num_envs):
             if self._needs_reset[k]:
                 continue
-            new, unit = self.codec.decode(actions[k], self.sim.settings[k])
+            new, position = self.codec.decode(actions[k], self._prev[k])
             changed = {n: v for n, v in new.items() if v != self.sim.settings[k][n]}
             if changed:
                 prev = dict(self.sim.settings[k])
                 applied = self.sim.apply_env(k, changed)
                 costs[k] = change_cost(prev, applied)
-            self._prev[k] = self.codec.encode(self.sim.settings[k]) if self.codec.mode == "delta" else unit
+            self._prev[k] = position
         tels = self.sim.run(self.scenario.interval_s)
         obs = np.zeros((self.num_envs, self.codec.obs_size), dtype=np.float32)
         for k in range(self.num_envs):

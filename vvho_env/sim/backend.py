@@ -160,6 +160,12 @@ class BatchSim:
             for k in idx:
                 E.run_until(self.S[k], self.X[k], self.H[k], self.T[k], self.R[k], self.cfg[k], self.prof[k],
                             int(t_end[k]))
+        stuck = [int(k) for k in idx if self.S[k, E.I_LIVELOCK]]
+        if stuck:
+            k = stuck[0]
+            raise RuntimeError(f"simulator livelock in env {k} at t={self.S[k, E.I_LIVELOCK]} ns (scenario "
+                               f"{self.scenarios[k].id if self.scenarios[k] else '?'}, settings {self.settings[k]}): "
+                               "more than 50M events in one window; please report it with these settings")
         self.now[idx] = t_end[idx]
         self.step_idx[idx] += 1
         pct = percentiles_ns(self.H[idx], (50.0, 99.0, 99.9))

@@ -105,7 +105,8 @@ BACKEND_USERSPACE, BACKEND_VHOST, BACKEND_PMD, BACKEND_SRIOV = 0, 1, 2, 3
 # scalars
 I_NEXT_ID, I_INFLIGHT, I_NIC_HEAD, I_GQ_HEAD, I_GQ_TAIL, I_BQ_HEAD, I_BQ_TAIL = range(7)
 I_DL_HEAD, I_DL_TAIL, I_PMD_FREE, I_MMPP_HIGH, I_OUTAGE_END, I_TRACE_N, I_TRACE_ON = range(7, 14)
-I_NOW, I_RR, I_NPCPU, I_HK, I_LAYOUT_NV = range(14, 19)
+I_NOW, I_RR, I_NPCPU, I_HK, I_LAYOUT_NV, I_LIVELOCK = range(14, 20)
+MAX_EVENTS_PER_RUN = 50_000_000  # ~1,000x a busy window: beyond it the loop is not advancing time
 NI = 24
 # events: next time of each source
 EV_ARR, EV_NIC, EV_TICK, EV_PERIOD, EV_RT, EV_OUTAGE, EV_DELAY, EV_MMPP = range(8)
@@ -1060,6 +1061,9 @@ def run_until(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: np.
                 t = ev[i]
                 k = i
         if t >= t_end:
+            break
+        if n_events >= MAX_EVENTS_PER_RUN:
+            S[I_LIVELOCK] = t  # reported by the caller as an error, never a silent hang
             break
         now = t
         S[I_NOW] = now
