@@ -53,5 +53,5 @@ def test_vvho_baseline_on_the_live_testbed(testbed: dict[str, object], tmp_path_
         "--eval-steps", "2", "--eval-episodes", "1", "--no-tune-hparams", "--uri", URI, "--domain", DOMAIN,
         "--results-dir", str(tmp), "--tracking-uri", f"sqlite:///{tmp}/m.db"])
     assert r.exit_code == 0, r.output
-    assert "J / static-default" in r.output and "J / best-static" in r.output
+    assert "testbed-echo-v0 on live" in r.output
     assert (tmp / "baselines" / "live-static__testbed-echo-v0.json").exists()
