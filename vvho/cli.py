@@ -175,6 +175,7 @@ _mount_live()
 
 # Command modules register themselves here (each defines register(app)).
 __import__("vvho.cli_agents").cli_agents.register(app)
+__import__("vvho.cli_agents").cli_agents.register(app)
 from vvho import cli_baselines  # noqa: E402
 
 cli_baselines.register(app)

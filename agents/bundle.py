@@ -1,0 +1,128 @@
+"""Load and run a policy bundle: an ONNX graph of the deterministic actor + a JSON manifest.
+
+Hosts load policies with this module alone: it needs numpy and onnxruntime, never torch, SB3 or
+pickle. The manifest says which knobs the policy acts on and in which order, the host profile it was
+trained for, the action mode, the observation normalisation (mean, var, clip, epsilon from
+VecNormalize), the window history the observation stacks, and the sha256 of the graph, which is
+checked before the graph is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+MANIFEST = "manifest.json"
+GRAPH = "policy.onnx"
+FORMAT_VERSION = 1
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used here: missing files, bad checksum, knobs that do not match."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class PolicyBundle:
+    """A deployed policy: ``act(raw_obs)`` returns actions in [-1, 1] over ``knob_names``.
+
+    Recurrent policies carry their LSTM state between calls; ``reset()`` starts a new episode.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        mpath = self.path / MANIFEST
+        try:
+            self.manifest: dict[str, Any] = json.loads(mpath.read_text())
+        except OSError as exc:
+            raise BundleError(f"{mpath}: cannot read the bundle manifest: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{mpath}: manifest is not valid JSON: {exc}") from None
+        m = self.manifest
+        if m.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{mpath}: format_version {m.get('format_version')!r} not accepted; "
+                              f"accepted: {FORMAT_VERSION}")
+        graph = self.path / m.get("graph", GRAPH)
+        if not graph.exists():
+            raise BundleError(f"{graph}: the bundle's ONNX graph is missing")
+        digest = sha256_file(graph)
+        if digest != m.get("graph_sha256"):
+            raise BundleError(f"{graph}: sha256 {digest} does not match the manifest's {m.get('graph_sha256')}; "
+                              "the graph was changed or damaged after export")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(graph), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.knob_names: tuple[str, ...] = tuple(m["knob_names"])
+        norm = m.get("obs_normalisation")
+        self._mean = np.asarray(norm["mean"], dtype=np.float64) if norm else None
+        self._var = np.asarray(norm["var"], dtype=np.float64) if norm else None
+        self._clip = float(norm["clip_obs"]) if norm else 0.0
+        self._eps = float(norm["epsilon"]) if norm else 0.0
+        self._low = np.asarray(m["action_low"], dtype=np.float32)
+        self._high = np.asarray(m["action_high"], dtype=np.float32)
+        self.recurrent = m.get("recurrent") is not None
+        self._state: tuple[np.ndarray, np.ndarray] | None = None
+        self._episode_start = np.ones(1, dtype=np.float32)
+
+    @property
+    def obs_size(self) -> int:
+        return int(self.manifest["obs_size"])
+
+    def check_knobs(self, knob_names: Sequence[str]) -> None:
+        """Raise BundleError unless the host acts on exactly the bundle's knobs, in its order."""
+        got = tuple(knob_names)
+        if got != self.knob_names:
+            missing = [k for k in self.knob_names if k not in got]
+            extra = [k for k in got if k not in self.knob_names]
+            detail = (f"missing on this backend: {', '.join(missing) or 'none'}; not in the bundle: "
+                      f"{', '.join(extra) or 'none'}") if (missing or extra) else "same knobs, different order"
+            raise BundleError(f"{self.path}: the bundle acts on knobs {list(self.knob_names)} (host profile "
+                              f"{self.manifest.get('host_profile')!r}) but this env acts on {list(got)}: {detail}")
+
+    def reset(self, batch: int = 1) -> None:
+        if self.recurrent:
+            r = self.manifest["recurrent"]
+            shape = (r["n_layers"], batch, r["hidden_size"])
+            self._state = (np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32))
+        self._episode_start = np.ones(batch, dtype=np.float32)
+
+    def normalise(self, obs: np.ndarray) -> np.ndarray:
+        """VecNormalize's observation transform, from the manifest's statistics."""
+        x = np.asarray(obs, dtype=np.float64)
+        if self._mean is None or self._var is None:
+            return x.astype(np.float32)
+        return np.clip((x - self._mean) / np.sqrt(self._var + self._eps), -self._clip, self._clip).astype(np.float32)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for one observation (shape (obs_size,)) or a batch (shape (n, obs_size))."""
+        x = np.asarray(obs)
+        single = x.ndim == 1
+        batch = self.normalise(x.reshape(1, -1) if single else x)
+        if batch.shape[1] != self.obs_size:
+            raise BundleError(f"observation has {batch.shape[1]} features; the bundle expects {self.obs_size}")
+        feeds: dict[str, np.ndarray] = {"obs": batch}
+        if self.recurrent:
+            if self._state is None or self._state[0].shape[1] != batch.shape[0]:
+                self.reset(batch.shape[0])
+            assert self._state is not None
+            feeds.update(state_h=self._state[0], state_c=self._state[1], episode_start=self._episode_start)
+            action, h, c = self.session.run(["action", "state_h_out", "state_c_out"], feeds)
+            self._state = (h, c)
+            self._episode_start = np.zeros(batch.shape[0], dtype=np.float32)
+        else:
+            (action,) = self.session.run(["action"], feeds)
+        action = np.clip(action, self._low, self._high)
+        return action[0] if single else action

@@ -1,0 +1,31 @@
+"""An SB3 logger output format that writes to MLflow (training metrics go through SB3's logger)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlflow
+import numpy as np
+from stable_baselines3.common.logger import KVWriter
+
+
+class MLflowOutputFormat(KVWriter):
+    """Writes every numeric key of each logger dump as an MLflow metric at the dump's step."""
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]],
+              step: int = 0) -> None:
+        metrics: dict[str, float] = {}
+        for key, value in key_values.items():
+            excluded = key_excluded.get(key)
+            if excluded is not None and "mlflow" in excluded:
+                continue
+            if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+                v = float(value)
+                if math.isfinite(v):
+                    metrics[key] = v
+        if metrics:
+            mlflow.log_metrics(metrics, step=int(step))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,238 @@
+"""Agents: configs, train/resume/export/evaluate through the real CLI, kill -9 resume, ONNX parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("onnxruntime")
+
+from typer.testing import CliRunner
+
+from agents.bundle import BundleError, PolicyBundle
+from vvho.cli import app
+from vvho.config import CONFIG_DIR, ConfigError, load_config, schema
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+TINY = ["train.n_envs=4", "train.eval_seeds=[901]", "train.progress_bar=false"]
+
+
+def _tiny(algorithm_file: str, tmp: Path, steps: int, extra: list[str] | None = None) -> list[str]:
+    sets = [*TINY, f"train.total_timesteps={steps}", f"train.eval_every={steps}",
+            f"train.checkpoint_every={steps}", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"tracking.checkpoint_dir={tmp}/ckpt", "env.max_steps=20"]
+    if "sac" in algorithm_file or "td3" in algorithm_file:
+        sets += ["agent.learning_starts=16", "agent.batch_size=16", "agent.net_arch=[32]"]
+    else:
+        sets += ["agent.n_steps=8", "agent.net_arch=[32]"]
+        if "a2c" not in algorithm_file:
+            sets += ["agent.batch_size=16", "agent.n_epochs=1"]
+    return [*sets, *(extra or [])]
+
+
+def _cli_train(cfg_file: str, tmp: Path, steps: int) -> str:
+    args = ["train", "--config", str(CONFIG_DIR / cfg_file)]
+    for s in _tiny(cfg_file, tmp, steps):
+        args += ["--set", s]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return res.output.strip().split()[-1]
+
+
+# -- configs ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.algorithm in ("ppo", "recurrent_ppo", "a2c", "sac", "td3")
+
+
+def test_schema_file_is_current() -> None:
+    assert json.loads((CONFIG_DIR / "schema.json").read_text()) == schema()
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("agent: {algorithm: ppo, learning_rat: 0.1}\n", "agent.learning_rat"),
+    ("agent: {algorithm: dqn}\n", "agent"),
+    ("train: {n_envs: 0}\n", "train.n_envs"),
+    ("env: {scenario: nope-v0}\n", "env"),
+    ("agent: {algorithm: ppo, learning_rate: fast}\n", "agent.learning_rate"),
+])
+def test_malformed_config_names_file_and_field(tmp_path: Path, text: str, field: str) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(p) in str(err.value) and f"field {field}" in str(err.value)
+
+
+def test_unknown_algorithm_lists_accepted(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("agent: {algorithm: dqn}\n")
+    with pytest.raises(ConfigError, match=r"unknown algorithm 'dqn'; accepted: ppo"):
+        load_config(p)
+
+
+def test_invalid_yaml_and_cli_error(tmp_path: Path) -> None:
+    p = tmp_path / "broken.yaml"
+    p.write_text("agent: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    res = runner.invoke(app, ["train", "--config", str(p)])
+    assert res.exit_code == 2 and "broken.yaml" in res.output
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_set_overrides_any_field() -> None:
+    cfg = load_config(CONFIG_DIR / "ppo_diurnal.yaml", ["agent.learning_rate=1e-4", "agent.net_arch=[8, 8]"])
+    assert cfg.agent.learning_rate == 1e-4 and cfg.agent.net_arch == [8, 8]
+    with pytest.raises(ConfigError, match=r"field agent\.nope"):
+        load_config(CONFIG_DIR / "ppo_diurnal.yaml", ["agent.nope=1"])
+
+
+# -- train / export / evaluate through the CLI --------------------------------------------------
+
+def test_train_export_evaluate_cli(tmp_path: Path) -> None:
+    run_id = _cli_train("ppo_diurnal.yaml", tmp_path, 64)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    res = runner.invoke(app, ["export", run_id, "--tracking-uri", uri, "--out", str(tmp_path / "bundle")])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["host_profile"] == "xeon-kvm" and manifest["obs_normalisation"] is not None
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "bundle"), "--seeds", "5"])
+    assert res.exit_code == 0, res.output
+    assert "p99_us" in res.output and "mean" in res.output
+    # a full-host policy on the testbed, whose backend cannot set most of its knobs: a clear refusal
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "bundle"), "--scenario", "testbed-echo-v0"])
+    assert res.exit_code == 2 and "cannot be set on host profile 'tcg-testbed'" in res.output
+
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.info.run_name.startswith("diurnal-noisy-v0__ppo__0__")
+    assert "git_commit" in run.data.tags and "version.stable-baselines3" in run.data.tags
+    assert "eval/objective" in run.data.metrics and "latency/p99_us" in run.data.metrics
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert {"config.yaml", "model", "plots", "bundle"} <= arts
+
+
+def test_bundle_rejects_tampering_and_wrong_knobs(tmp_path: Path) -> None:
+    from agents.evaluate import evaluate_bundle
+
+    run_id = _cli_train("ppo_testbed.yaml", tmp_path, 64)
+    res = runner.invoke(app, ["export", run_id, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                              "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    b = PolicyBundle(tmp_path / "b")
+    assert b.manifest["host_profile"] == "tcg-testbed"
+    # a testbed policy acts only on the testbed's knobs; a host acting on others is refused
+    assert set(b.knob_names) < {"vcpu_pinning", "vcpu_quota", "vcpu_period", "emulator_quota", "global_quota",
+                                "cpu_shares", "emulator_placement", "rx_usecs", "busy_poll_us", "halt_poll_ns",
+                                "guest_haltpoll", "vcpu_sched_policy", "sched_slice_us", "ple_window",
+                                "idle_state"}
+    with pytest.raises(BundleError, match="acts on knobs"):
+        b.check_knobs(tuple(reversed(b.knob_names)))
+    assert len(evaluate_bundle(b, None, [1])) == 1
+    graph = tmp_path / "b" / "policy.onnx"
+    graph.write_bytes(graph.read_bytes() + b"\0")
+    with pytest.raises(BundleError, match="sha256"):
+        PolicyBundle(tmp_path / "b")
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "sha256" in res.output
+
+
+def test_resume_after_sigkill(tmp_path: Path) -> None:
+    """A real training subprocess is killed with SIGKILL after its first checkpoint; resume continues the
+    step count in the same run and keeps the VecNormalize statistics."""
+    from agents.checkpoint import latest_checkpoint
+    from agents.train import load_trained
+
+    total = 1536
+    sets = _tiny("ppo_diurnal.yaml", tmp_path, total, ["train.checkpoint_every=128", "train.eval_every=100000"])
+    cmd = [sys.executable, "-m", "vvho.cli", "train", "--config", str(CONFIG_DIR / "ppo_diurnal.yaml")]
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ckroot = tmp_path / "ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(ckroot.glob("*/LATEST")):
+        time.sleep(0.2)
+    assert list(ckroot.glob("*/LATEST")), "no checkpoint written"
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    root = next(ckroot.glob("*/LATEST")).parent
+    run_id = root.name
+    before = latest_checkpoint(root)
+    assert 0 < before.num_timesteps < total
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    _, _, vn_before = load_trained(run_id, uri)
+    assert vn_before is not None
+    count_before = vn_before.obs_rms.count
+    res = runner.invoke(app, ["train", "--resume", run_id, "--tracking-uri", uri, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    after = latest_checkpoint(root)
+    assert after.num_timesteps >= total
+    _, model, vn_after = load_trained(run_id, uri)
+    assert model.num_timesteps == after.num_timesteps
+    assert vn_after is not None
+    # statistics continued from the checkpoint rather than starting again
+    assert vn_after.obs_rms.count == pytest.approx(count_before + (after.num_timesteps - before.num_timesteps),
+                                                   rel=0.05)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.data.tags["training_state"] == "finished"
+    assert run.data.tags["resumed_from_step"] == str(before.num_timesteps)
+
+
+def test_resume_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", "--resume", "0" * 32, "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    assert res.exit_code == 2 and "no MLflow run" in res.output
+
+
+# -- ONNX parity --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cfg_file", ["ppo_diurnal.yaml", "a2c_diurnal.yaml", "sac_diurnal.yaml",
+                                      "td3_diurnal.yaml", "recurrent_ppo_diurnal.yaml"])
+def test_onnx_parity(tmp_path: Path, cfg_file: str) -> None:
+    """Bundle actions equal model.predict(deterministic=True) over 50 steps of real env observations,
+    the recurrent state carried across steps (max abs diff <= 1e-5)."""
+    from agents.export import export_bundle
+    from agents.train import train
+    from vvho_env.env import VVHOEnv
+
+    cfg = load_config(CONFIG_DIR / cfg_file, _tiny(cfg_file, tmp_path, 64))
+    run_id = train(cfg, show_progress=False)
+    from agents.train import load_trained
+
+    cfg, model, vecnorm = load_trained(run_id, cfg.tracking.uri)
+    assert vecnorm is not None
+    bundle = PolicyBundle(export_bundle(model, vecnorm, cfg, tmp_path / "bundle"))
+    bundle.reset()
+    env = VVHOEnv(cfg.env.scenario, history=cfg.env.history)
+    obs, _ = env.reset(seed=3)
+    state = None
+    start = np.ones(1, dtype=bool)
+    worst = 0.0
+    for _ in range(50):
+        expected, state = model.predict(vecnorm.normalize_obs(obs[None]), state=state, episode_start=start,
+                                        deterministic=True)
+        start[:] = False
+        got = bundle.act(obs)
+        worst = max(worst, float(np.max(np.abs(got - expected[0]))))
+        obs, _, _, _, _ = env.step(expected[0])
+    env.close()
+    assert worst <= 1e-5
