@@ -132,7 +132,7 @@ def coordinate_search(ev: PhaseEvaluator, phases: Sequence[int], weights: Sequen
                 vals = [v for v in _grid(knobs.get(name), cur[name], ev.cfg.grid) if v != cur[name]]
                 if not vals:
                     continue
-                cands = [dict(cur, **{name: v}) for v in vals]
+                cands: list[Settings] = [{**cur, name: v} for v in vals]  # type: ignore[dict-item]
                 js = ev.score(cands, phases) @ w
                 i = int(np.argmin(js))
                 if js[i] < cur_j * (1 - ev.cfg.tol) - 1e-9:

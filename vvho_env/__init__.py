@@ -14,7 +14,7 @@ SIM_HASH = hashlib.sha256(
     b"".join((Path(__file__).parent / f).read_bytes() for f in _NUMBA_SOURCES)
 ).hexdigest()[:16]
 if "NUMBA_CACHE_DIR" not in os.environ:
-    numba.config.CACHE_DIR = str(
+    numba.config.CACHE_DIR = str(  # type: ignore[attr-defined]
         Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vvho" / "numba" / SIM_HASH
     )
 

@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -175,7 +175,7 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
     v0: initial release.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it so)
 
     def __init__(
         self,
@@ -278,7 +278,7 @@ class VVHOVectorEnv(VectorEnv):
     each env has its own RNG stream and its own state rows.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}  # noqa: RUF012 (gymnasium declares it so)
 
     def __init__(
         self,
@@ -345,8 +345,8 @@ class VVHOVectorEnv(VectorEnv):
         truncs = np.zeros(self.num_envs, dtype=bool)
         costs = np.zeros(self.num_envs)
         resetting = np.flatnonzero(self._needs_reset)
-        for k in resetting:
-            self._reset_env(int(k), int(self._rng.integers(0, 2**63 - 1)))
+        for k in map(int, resetting):
+            self._reset_env(k, int(self._rng.integers(0, 2**63 - 1)))
         for k in range(self.num_envs):
             if self._needs_reset[k]:
                 continue

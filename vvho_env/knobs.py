@@ -84,7 +84,7 @@ class Knob:
             raise KnobError(f"knob {self.name!r}: {value!r} is not accepted; accepted: true or false")
         if self.kind == "categorical":
             if value in self.choices:
-                return value  # type: ignore[return-value]
+                return value
             raise KnobError(f"knob {self.name!r}: {value!r} is not accepted; accepted: {self.accepted()}")
         try:
             if isinstance(value, bool):

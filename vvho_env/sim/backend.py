@@ -163,9 +163,10 @@ class BatchSim:
         stuck = [int(k) for k in idx if self.S[k, E.I_LIVELOCK]]
         if stuck:
             k = stuck[0]
+            sc = self.scenarios[k]
             raise RuntimeError(f"simulator livelock in env {k} at t={self.S[k, E.I_LIVELOCK]} ns (scenario "
-                               f"{self.scenarios[k].id if self.scenarios[k] else '?'}, settings {self.settings[k]}): "
-                               "more than 50M events in one window; please report it with these settings")
+                               f"{sc.id if sc else '?'}, settings {self.settings[k]}): more than "
+                               f"{E.MAX_EVENTS_PER_RUN:,} events in one window; please report it with these settings")
         self.now[idx] = t_end[idx]
         self.step_idx[idx] += 1
         pct = percentiles_ns(self.H[idx], (50.0, 99.0, 99.9))
