@@ -23,7 +23,7 @@ from vvho_env.env import VVHOEnv
 from vvho_env.scenarios import Scenario
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
-    "gd": [{"step": a, "perturb": c} for a in (0.02, 0.05, 0.15) for c in (0.1, 0.2)],
+    "gd": [{"step": a, "perturb": c} for a in (0.5, 1.0, 2.0) for c in (0.1, 0.2)],  # step in probe widths
     "random": [{"repeats": r} for r in (1, 2, 4)],
     "bo": [{"repeats": r, "n_startup": n} for r in (1, 2) for n in (5, 10)],
 }
