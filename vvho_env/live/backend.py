@@ -47,6 +47,24 @@ SCHED_KEYS = {
     "vcpu_period": ("vcpu_period", "emulator_period", "global_period"),
 }
 LIBVIRT_MAX_QUOTA = 17592186044415  # what libvirt shows for an unlimited quota after a cgroup round trip
+
+
+QUOTA_CHILDREN_FIRST = ("vcpu_quota", "emulator_quota", "global_quota")  # global_* is the parent cgroup
+
+
+def apply_order(settings: Mapping[str, KnobValue]) -> list[str]:
+    """The order to set knobs in: placement first, then quotas being lifted to unlimited, then the period,
+    then limited quotas children before the parent, then the rest. cgroup v1 rejects (EINVAL) a period
+    or quota that would give a child a larger quota/period ratio than its parent's, so a constraint is
+    lifted before the period changes and a new one is imposed after it, bottom-up."""
+    def key(k: str) -> tuple[int, int, str]:
+        if k == "vcpu_pinning":
+            return (0, 0, k)
+        if k in QUOTA_CHILDREN_FIRST:
+            return (1, 0, k) if settings[k] == -1 else (3, QUOTA_CHILDREN_FIRST.index(k), k)
+        return (2, 0, k) if k == "vcpu_period" else (4, 0, k)
+
+    return sorted(settings, key=key)
 GUEST_KNOBS = {"busy_poll_us": "busy_poll"}
 NOISE_BUDGET = 0.10  # probe noise p99 must stay under this share of the guest's baseline p99
 
@@ -386,7 +404,7 @@ class LibvirtBackend:
                 )
         self._guard("applying settings")
         before = self.read()
-        order = sorted(wanted, key=lambda k: (k != "vcpu_pinning", k != "vcpu_period", k))  # placement first
+        order = apply_order(wanted)
         knob = "?"
         try:
             for knob in order:
@@ -416,7 +434,7 @@ class LibvirtBackend:
         current: Settings = {}
         with contextlib.suppress(Exception):
             current = self.read()
-        order = sorted(target, key=lambda k: (k != "vcpu_pinning", k != "vcpu_period", k))
+        order = apply_order(target)
         for knob in order:
             if current.get(knob) == target[knob]:
                 continue
