@@ -98,45 +98,18 @@ def simulate(
 
 @app.command()
 def run(
-    scenario: Annotated[str, typer.Option(help="scenario id")] = DEFAULT_SCENARIO,
-    seed: Annotated[int, typer.Option(help="simulator seed")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of training, tuning and the evaluation seeds")] = 0,
+    steps: Annotated[int, typer.Option(min=1, help="measurement windows (env steps) for PPO and for gradient descent")]
+    = 65_536,
+    eval_episodes: Annotated[int, typer.Option(min=1, help="held-out evaluation episodes per method")] = 3,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: results/mlflow.db)")] = None,
 ) -> None:
-    """The main job on the embedded defaults: one episode of the default scenario on the simulator
-    with the stock settings, summarised per phase and tracked in the local MLflow store."""
-    from vvho.tracking import DEFAULT_URI, run_name, tracked_run
+    """The main job on the embedded defaults: train PPO on the default scenario, run the article's
+    gradient descent with the same budget, evaluate both and static-default on held-out seeds, and
+    compare them with the oracle, all tracked in the local MLflow store."""
+    from vvho.mission import run_mission
 
-    sc = load_scenario(scenario)
-    rows = simulate_rows(sc.id, {}, sc.episode_intervals, seed)
-    by_phase: dict[str, list[tuple[int, str, Telemetry, float]]] = {}
-    for r in rows:
-        by_phase.setdefault(r[1], []).append(r)
-    summary = Table("phase", "steps", "req/window", "p50 us", "p99 us", "viol %", "VM CPU", "nb slow", "J")
-    for phase, rs in by_phase.items():
-        tels = [r[2] for r in rs]
-        req = sum(t.requests for t in tels)
-        summary.add_row(phase, str(len(rs)), f"{req / len(rs):,.0f}",
-                        f"{sum(t.p50_us for t in tels) / len(tels):,.1f}", f"{max(t.p99_us for t in tels):,.1f}",
-                        f"{100 * sum(t.slo_violations for t in tels) / max(req, 1):.2f}",
-                        f"{sum(t.vm_cpu for t in tels) / len(tels):.2f}",
-                        f"{sum(t.neighbour_slowdown for t in tels) / len(tels):.2f}",
-                        f"{sum(r[3] for r in rs) / len(rs):.3f}")
-    console.print(f"[bold]{sc.id}[/bold]: static-default settings, {len(rows)} steps of {sc.interval_s} s")
-    console.print(summary)
-    mean_j = sum(r[3] for r in rows) / len(rows)
-    console.print(f"mean objective J = {mean_j:.3f} (lower is better)")
-    import mlflow
-
-    with tracked_run("vvho-simulate", run_name(sc.id, "static-default", seed),
-                     {"scenario": sc.id, "seed": seed, "method": "static-default", **knobs.defaults()},
-                     uri=tracking_uri):
-        for step, _, tel, obj in rows:
-            mlflow.log_metrics({"latency/p50_us": tel.p50_us, "latency/p99_us": tel.p99_us,
-                                "cpu/vm_cores": tel.vm_cpu, "neighbour/slowdown": tel.neighbour_slowdown,
-                                "objective/J": obj}, step=step)
-        mlflow.log_metric("objective/mean_J", mean_j)
-    uri = tracking_uri or DEFAULT_URI
-    console.print(f"tracked in MLflow at {uri}; open the UI with: mlflow ui --backend-store-uri {uri}")
+    run_mission(seed=seed, steps=steps, eval_episodes=eval_episodes, tracking_uri=tracking_uri, console=console)
 
 
 @app.command()
@@ -174,7 +147,6 @@ def _mount_live() -> None:
 _mount_live()
 
 # Command modules register themselves here (each defines register(app)).
-__import__("vvho.cli_agents").cli_agents.register(app)
 __import__("vvho.cli_agents").cli_agents.register(app)
 from vvho import cli_baselines  # noqa: E402
 
