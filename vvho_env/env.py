@@ -73,6 +73,10 @@ class Codec:
         if self.history < 1:
             raise ValueError(f"history {self.history} not accepted; accepted: an integer >= 1")
 
+    @classmethod
+    def for_scenario(cls, sc: Scenario, names: tuple[str, ...], mode: str, delta_step: float, history: int) -> Codec:
+        return cls(names, mode, delta_step, history, mean_requests_per_window(sc) / sc.interval_s)
+
     @property
     def action_space(self) -> spaces.Box:
         return spaces.Box(-1.0, 1.0, shape=(len(self.names),), dtype=np.float32)
@@ -198,8 +202,7 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         self.knob_names = acting_knobs(self.scenario.host_profile, knob_names,
                                        self.backend.capabilities().settable)
-        self.codec = Codec(self.knob_names, action_mode, delta_step, history,
-                           mean_requests_per_window(self.scenario) / self.scenario.interval_s)
+        self.codec = Codec.for_scenario(self.scenario, self.knob_names, action_mode, delta_step, history)
         self.objective: Objective = objective_for(self.scenario, weights)
         self.max_steps = max_steps or self.scenario.episode_intervals
         self.retries = retries
@@ -295,8 +298,7 @@ class VVHOVectorEnv(VectorEnv):
         self.num_envs = num_envs
         self.scenario = load_scenario(scenario)
         self.knob_names = acting_knobs(self.scenario.host_profile, knob_names)
-        self.codec = Codec(self.knob_names, action_mode, delta_step, history,
-                           mean_requests_per_window(self.scenario) / self.scenario.interval_s)
+        self.codec = Codec.for_scenario(self.scenario, self.knob_names, action_mode, delta_step, history)
         self.objective = objective_for(self.scenario, weights)
         self.max_steps = max_steps or self.scenario.episode_intervals
         self.randomise = randomise
