@@ -3,13 +3,14 @@
 The sweep runs the method with every grid point on the same scenario and budget, tuning on a held-out
 tuning seed and scoring on a held-out evaluation episode (seeds no run uses), and keeps the point with
 the lowest evaluation objective. Its cost in measurement windows (tuning + evaluation, all points) is
-reported beside the method's results. Results are cached per scenario version, method variant, budget
-and simulator hash under results/baselines/hparams, so the sweep runs once, outside timed jobs. Live
+reported beside the method's results. Results are cached per scenario version, method variant, budget,
+simulator hash and grid under results/baselines/hparams, so the sweep runs once, outside timed jobs. Live
 runs use the sweep of the same scenario on the simulator (its host profile matches the testbed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,9 @@ def sweep(spec: MethodSpec, scenario: Scenario, budget: int, eval_steps: int,
     grid = GRIDS.get(spec.method)
     if not grid:
         return HParamSweep({}, [], 0)
+    grid_key = hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:8]  # a new grid re-sweeps
     path = (results_dir / "baselines" / "hparams"
-            / f"{scenario.id}__{spec.label}__b{budget}__e{eval_steps}__{SIM_HASH}.json")
+            / f"{scenario.id}__{spec.label}__b{budget}__e{eval_steps}__{SIM_HASH}__{grid_key}.json")
     if use_cache and path.exists():
         d = json.loads(path.read_text())
         return HParamSweep(d["best"], [(p, j) for p, j in d["table"]], d["windows"], cached=True)
