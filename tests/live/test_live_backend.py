@@ -84,18 +84,19 @@ def backend(testbed: dict[str, object]) -> Iterator[object]:
     b.close()
 
 
-def _p99(backend: object, seconds: float = WINDOW_S, service_us: float = SERVICE_US) -> tuple[float, float]:
+def _p99(backend: object, seconds: float = WINDOW_S, service_us: float = SERVICE_US,
+         rate_rps: float = LOAD_RPS) -> tuple[float, float]:
     from vvho_env.live.probe import run_probe
 
     res = run_probe(
         "127.0.0.1",
         backend.port,
-        LOAD_RPS,
+        rate_rps,
         seconds,
         service_us=service_us,  # type: ignore[attr-defined]
         probe_cpus=backend.housekeeping_cpus,
     )  # type: ignore[attr-defined]
-    assert res.guest.completed > 0.9 * LOAD_RPS * seconds, res.guest
+    assert res.guest.completed > 0.9 * rate_rps * seconds, res.guest
     return res.guest.percentile_us(50), res.guest.percentile_us(99)
 
 
@@ -250,36 +251,37 @@ def test_tight_vcpu_quota_raises_p99(backend) -> None:  # type: ignore[no-untype
 
 
 def test_neighbour_on_the_vcpu_pcpu_raises_p99(backend) -> None:  # type: ignore[no-untyped-def]
-    """The VM stays on its dedicated pCPU; a CPU-bound neighbour moves on and off that pCPU.
+    """A CPU-bound neighbour on the VM's dedicated pCPU raises p99 against the same pCPU without it.
 
-    Windows alternate (with, away, with, away, ...) and medians are compared, so a slow drift of the host
-    (this runs inside a VM itself) cannot masquerade as the effect. Light service time: the neighbour's
-    effect is on scheduling delay, which a long in-guest spin would only dilute.
+    On this 2-pCPU host the only other pCPU runs the probe, so a neighbour "pinned away" would slow
+    the probe instead and blur the comparison (measured: 1.04-1.06x); the reference is therefore the
+    neighbour stopped. The guest does real work (400 req/s x 1 ms spin = 40% of its vCPU): a lightly
+    loaded vCPU wakes up and preempts a CPU hog at once under the host's CFS, so light load shows
+    little (measured 1.05x at 200 req/s x 50 us). Windows alternate (with, without, ...) so a drift
+    of the host (itself a VM) cannot masquerade as the effect; measured here 2.6x (16.1 vs 6.1 ms).
     """
     from vvho_env.live.neighbours import Neighbours
 
     vcpu_cpu = backend.dedicated_cpus[0]
-    away_cpu = backend.housekeeping_cpus[0]
     backend.apply({"vcpu_pinning": "dedicated", "emulator_placement": "with_vcpus"})
-    hog = Neighbours([vcpu_cpu])
-    shared, away, slowdowns = [], [], []
-    try:
-        hog.set_demand([1.0])
-        for _ in range(3):
-            os.sched_setaffinity(hog.pids()[0], {vcpu_cpu})
+    shared, alone, slowdowns = [], [], []
+    for _ in range(3):
+        hog = Neighbours([vcpu_cpu])  # started and stopped per window: nothing of it runs "without"
+        try:
+            hog.set_demand([1.0])
             s0 = hog.sample()
-            shared.append(_p99(backend, 3.0, service_us=50.0)[1])
+            shared.append(_p99(backend, 3.0, service_us=1000.0, rate_rps=400.0)[1])
             slowdowns.append((hog.sample() - s0).slowdown)
-            os.sched_setaffinity(hog.pids()[0], {away_cpu})
-            away.append(_p99(backend, 3.0, service_us=50.0)[1])
-    finally:
-        hog.close()
-    p99_shared, p99_away = float(np.median(shared)), float(np.median(away))
+        finally:
+            hog.close()
+        alone.append(_p99(backend, 3.0, service_us=1000.0, rate_rps=400.0)[1])
+    p99_shared, p99_alone = float(np.median(shared)), float(np.median(alone))
     print(
-        f"p99 neighbour on the vCPU's pCPU {p99_shared:.0f} us {shared}, on another pCPU {p99_away:.0f} us "
-        f"{away}; neighbour slowdown when sharing {np.median(slowdowns):.3f}"
+        f"p99 with a CPU-bound neighbour on the vCPU's pCPU {p99_shared:.0f} us {shared}, without it "
+        f"{p99_alone:.0f} us {alone}; neighbour slowdown when sharing {np.median(slowdowns):.3f}"
     )
-    assert p99_shared > 1.3 * p99_away
+    assert p99_shared > 1.1 * p99_alone
+    assert sum(a > b for a, b in zip(shared, alone, strict=True)) >= 2  # the effect holds pair by pair
     assert all(0.0 <= s <= 1.0 for s in slowdowns)
 
 
