@@ -35,7 +35,8 @@ to the settings actually applied (a component whose probes round alike is 0). Th
 - P: Euclidean projection onto the search box (a sub-box of [-1, 1]^d).
 
 Restarts. The centre estimate of an update is the mean of its probes' objectives. If it is worse than
-the best centre seen (offline: ever; online: over the last ``memory`` updates) by more than
+the best centre of the last ``memory`` updates (older centres were measured under other load and
+neighbours: across a scenario's phases they are not comparable) by more than
 ``restart_tol`` times that best plus three RMS probe differences (the noise a lucky best carries)
 for ``patience`` updates running, the iterate returns to
 that best point and the schedule restarts with half the step (the gains had grown too large for the
@@ -83,7 +84,7 @@ class GDConfig:
     verify: int = 6  # offline: windows at the end re-measuring the iterate against the best probe
     restart_tol: float = 0.5  # restart when the centre exceeds the best by this share (+ noise)...
     patience: int = 3  # ...for this many updates running
-    memory: int = 10  # online: updates over which the best centre is remembered
+    memory: int = 10  # updates over which the best centre is remembered (phases make older ones incomparable)
     online_floor: float = 0.5  # online mode: gains never decay below this share of a and c
 
     def __post_init__(self) -> None:
@@ -176,7 +177,9 @@ class GradientDescent:
         self._budget = budget
         per_step = self.windows_per_step(space.dim)
         self._planned = max(1, (budget - (0 if self.online else self.cfg.verify)) // per_step)
-        self._centres = deque(maxlen=self.cfg.memory if self.online else None)
+        # a window's objective depends on when it was measured (load and neighbours follow the scenario's
+        # phases), so a restart only compares centres measured recently, in both modes
+        self._centres = deque(maxlen=self.cfg.memory)
         self._worse, self._best_probe = 0, None
         self._iterates = [self.x.copy()]
         self._verify, self.chosen = [], None

@@ -10,9 +10,10 @@ scenario version, simulator hash and search configuration.
 from __future__ import annotations
 
 from baselines.search import SearchConfig, best_settings
+from vvho.mission import ORACLE_SEARCH_KW
 from vvho_env.scenarios import catalogue
 
-CONFIG = SearchConfig(seeds=(1,), windows=4, warmup=2, sweeps=1)
+CONFIG = SearchConfig(**ORACLE_SEARCH_KW)  # the reduced search the main job's oracle uses too
 CONTROL = "steady-low-v0"
 
 

@@ -17,22 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DOMAIN, URI, unavailable  # the shared live testbed fixture
 
 from vvho_env.types import ApplyRejected, BackendUnavailable, Status
 
 pytestmark = pytest.mark.live
 
-URI = "qemu:///system"
-DOMAIN = os.environ.get("VVHO_TEST_DOMAIN", "vvho-testbed")
 LOAD_RPS = 200.0
 SERVICE_US = 500.0  # ~20% of a vCPU at LOAD_RPS: enough guest work for a 20% quota to bite
 WINDOW_S = 4.0
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"live testbed unavailable in CI: {reason}")
-    pytest.skip(f"live testbed unavailable: {reason}")
 
 
 def _virsh(*args: str) -> str:
@@ -59,11 +52,11 @@ def _emulator_affinity() -> str:
 @pytest.fixture(scope="module")
 def testbed() -> Iterator[dict[str, object]]:
     if os.geteuid() != 0:
-        _unavailable("needs root to start libvirtd and set host scheduling (run as root or in CI)")
+        unavailable("needs root to start libvirtd and set host scheduling (run as root or in CI)")
     try:
         import libvirt  # noqa: F401
     except ImportError:
-        _unavailable("libvirt-python missing: scripts/install-testbed-deps.sh .venv")
+        unavailable("libvirt-python missing: scripts/install-testbed-deps.sh .venv")
     from vvho_env.live import testbed as tb
 
     try:
@@ -71,7 +64,7 @@ def testbed() -> Iterator[dict[str, object]]:
         if not (st.get("active") and st.get("service_answers")):
             tb.up(URI, DOMAIN)
     except Exception as exc:
-        _unavailable(f"could not start the testbed: {exc}")
+        unavailable(f"could not start the testbed: {exc}")
     yield tb.status(URI, DOMAIN)
 
 

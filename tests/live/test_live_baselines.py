@@ -9,28 +9,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import DOMAIN, URI, unavailable  # the shared live testbed fixture
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.live
 
-URI = "qemu:///system"
-DOMAIN = os.environ.get("VVHO_TEST_DOMAIN", "vvho-testbed")
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"live testbed unavailable in CI: {reason}")
-    pytest.skip(f"live testbed unavailable: {reason}")
-
-
 @pytest.fixture(scope="module")
 def testbed() -> Iterator[dict[str, object]]:
     if os.geteuid() != 0:
-        _unavailable("needs root to start libvirtd and set host scheduling (run as root or in CI)")
+        unavailable("needs root to start libvirtd and set host scheduling (run as root or in CI)")
     try:
         import libvirt  # noqa: F401
     except ImportError:
-        _unavailable("libvirt-python missing: scripts/install-testbed-deps.sh .venv")
+        unavailable("libvirt-python missing: scripts/install-testbed-deps.sh .venv")
     from vvho_env.live import testbed as tb
 
     try:
@@ -38,7 +29,7 @@ def testbed() -> Iterator[dict[str, object]]:
         if not (st.get("active") and st.get("service_answers")):
             tb.up(URI, DOMAIN)
     except Exception as exc:
-        _unavailable(f"could not start the testbed: {exc}")
+        unavailable(f"could not start the testbed: {exc}")
     yield tb.status(URI, DOMAIN)
 
 
