@@ -4,33 +4,13 @@ start and skips locally without root or libvirt, as in test_live_backend.py."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DOMAIN, URI, unavailable  # the shared live testbed fixture
+from conftest import DOMAIN, URI  # the shared live testbed fixture (testbed) lives there too
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.live
-
-@pytest.fixture(scope="module")
-def testbed() -> Iterator[dict[str, object]]:
-    if os.geteuid() != 0:
-        unavailable("needs root to start libvirtd and set host scheduling (run as root or in CI)")
-    try:
-        import libvirt  # noqa: F401
-    except ImportError:
-        unavailable("libvirt-python missing: scripts/install-testbed-deps.sh .venv")
-    from vvho_env.live import testbed as tb
-
-    try:
-        st = tb.status(URI, DOMAIN) if tb.libvirt_socket_alive() else {}
-        if not (st.get("active") and st.get("service_answers")):
-            tb.up(URI, DOMAIN)
-    except Exception as exc:
-        unavailable(f"could not start the testbed: {exc}")
-    yield tb.status(URI, DOMAIN)
 
 
 @pytest.mark.parametrize("method", ["static-default", "expert", "random", "gd", "bo"])
