@@ -111,7 +111,7 @@ BACKEND_USERSPACE, BACKEND_VHOST, BACKEND_PMD, BACKEND_SRIOV = 0, 1, 2, 3
 # scalars
 I_NEXT_ID, I_INFLIGHT, I_NIC_HEAD, I_GQ_HEAD, I_GQ_TAIL, I_BQ_HEAD, I_BQ_TAIL = range(7)
 I_DL_HEAD, I_DL_TAIL, I_PMD_FREE, I_MMPP_HIGH, I_OUTAGE_END, I_TRACE_N, I_TRACE_ON = range(7, 14)
-I_NOW, I_RR, I_NPCPU, I_HK, I_LAYOUT_NV, I_LIVELOCK = range(14, 20)
+I_NOW, I_RR, I_HK, I_LIVELOCK = range(14, 18)
 MAX_EVENTS_PER_RUN = 50_000_000  # ~1,000x a busy window: beyond it the loop is not advancing time
 NI = 24
 # events: next time of each source
@@ -583,11 +583,7 @@ def make_runnable(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarra
         return
     if S[ei(cur, F_ACT)] == ACT_HPOLL:
         # KVM stops halt-polling as soon as another task is runnable on this pCPU.
-        stop_current(S, X, cfg, p, now, ST_SLEEP)
-        X[OFF_ACC + A_VM_BUSY] += block_cost(prof)
-        X[OFF_ACC + A_VCPU_BUSY] += block_cost(prof)
-        S[ei(cur, F_ACT)] = ACT_NONE
-        pick(S, X, cfg, prof, p, now)
+        vcpu_block(S, X, cfg, prof, p, now)
         return
     if S[ei(e, F_FIFO)] == 1 and S[ei(cur, F_FIFO)] == 0 and S[ci(p, C_RT_THR)] == 0:
         stop_current(S, X, cfg, p, now, ST_RUNNABLE)
@@ -599,8 +595,13 @@ def make_runnable(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarra
 
 
 @_jit
-def block_cost(prof: np.ndarray) -> float:
-    return prof[P_BLOCK_NS]
+def vcpu_block(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, now: int) -> None:
+    """The running vCPU on p blocks in kvm_vcpu_halt (schedule() out) and p picks what runs next."""
+    e = stop_current(S, X, cfg, p, now, ST_SLEEP)
+    S[ei(e, F_ACT)] = ACT_NONE
+    X[OFF_ACC + A_VM_BUSY] += prof[P_BLOCK_NS]
+    X[OFF_ACC + A_VCPU_BUSY] += prof[P_BLOCK_NS]
+    pick(S, X, cfg, prof, p, now)
 
 
 # ================================================================== guest / request path
@@ -705,11 +706,7 @@ def vcpu_next(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg: n
         S[ei(e, F_REM)] = S[ei(e, F_HPWIN)]
         set_seg_end(S, X, cfg, prof, p, now)
         return
-    S[ei(e, F_ACT)] = ACT_NONE
-    stop_current(S, X, cfg, p, now, ST_SLEEP)
-    X[OFF_ACC + A_VM_BUSY] += block_cost(prof)
-    X[OFF_ACC + A_VCPU_BUSY] += block_cost(prof)
-    pick(S, X, cfg, prof, p, now)
+    vcpu_block(S, X, cfg, prof, p, now)
 
 
 @_jit
@@ -1013,11 +1010,7 @@ def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: 
         return
     if act == ACT_HPOLL:
         # window ran out without a wake-up: block
-        S[ei(e, F_ACT)] = ACT_NONE
-        stop_current(S, X, cfg, p, now, ST_SLEEP)
-        X[OFF_ACC + A_VM_BUSY] += block_cost(prof)
-        X[OFF_ACC + A_VCPU_BUSY] += block_cost(prof)
-        pick(S, X, cfg, prof, p, now)
+        vcpu_block(S, X, cfg, prof, p, now)
         return
     # TICK, RESUME, BPOLL or GPOLL ended
     vcpu_next(S, X, T, R, cfg, prof, e, p, now)
@@ -1206,7 +1199,6 @@ def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
         for e in range(ME):
             set_cpu(S, e, -1)
             S[ei(e, F_SPIN_ON)] = -1
-        S[I_LAYOUT_NV] = nv
         S[OFF_EV + EV_TICK] = now + int(rand_u(R) * 1e9 / prof[P_TICK_HZ])
         S[OFF_EV + EV_PERIOD] = now + int(rand_u(R) * cfg[K_PERIOD])
         S[OFF_EV + EV_RT] = now + int(rand_u(R) * prof[P_RT_PERIOD_NS])
@@ -1216,7 +1208,6 @@ def layout(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
             S[OFF_EV + EV_ARR] = now + next_arrival_gap(S, R, cfg)
         if cfg[W_MMPP_MULT] != 1.0:
             S[OFF_EV + EV_MMPP] = now + int(rand_exp(R, cfg[W_MMPP_OFF]))
-    S[I_NPCPU] = npc
     S[I_HK] = hk
     shared_mask = (1 << npc) - 1
     dedicated = cfg[K_PIN] > 0
