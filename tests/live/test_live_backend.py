@@ -41,6 +41,11 @@ def _schedinfo() -> dict[str, str]:
     return out
 
 
+def _bandwidth(si: dict[str, str]) -> tuple[str, ...]:
+    """The CPU bandwidth fields of `virsh schedinfo`, in a fixed order."""
+    return tuple(si[k] for k in ("vcpu_quota", "vcpu_period", "emulator_quota", "global_quota", "cpu_shares"))
+
+
 def _vcpu_affinity() -> str:
     return _virsh("vcpupin", DOMAIN).strip().splitlines()[-1].split()[-1]
 
@@ -103,13 +108,7 @@ def test_every_knob_reads_back_through_virsh_and_cgroups(backend) -> None:  # ty
     wanted = {k: v for k, v in wanted.items() if k in backend.capabilities().settable}
     assert backend.apply(wanted) == wanted
     si = _schedinfo()
-    assert (
-        si["vcpu_quota"],
-        si["vcpu_period"],
-        si["emulator_quota"],
-        si["global_quota"],
-        si["cpu_shares"],
-    ) == ("30000", "50000", "40000", "90000", "512")
+    assert _bandwidth(si) == ("30000", "50000", "40000", "90000", "512")
     assert _vcpu_affinity() == str(backend.dedicated_cpus[0])
     assert _emulator_affinity() == ",".join(map(str, backend.housekeeping_cpus))
     vcpu_cg = hostctl.cpu_cgroup_dir(backend.vcpu_tids[0])
@@ -127,13 +126,7 @@ def test_every_knob_reads_back_through_virsh_and_cgroups(backend) -> None:  # ty
     backend.close()
     backend.close()  # idempotent
     si = _schedinfo()
-    assert (
-        si["vcpu_quota"],
-        si["vcpu_period"],
-        si["emulator_quota"],
-        si["global_quota"],
-        si["cpu_shares"],
-    ) == ("-1", "100000", "-1", "-1", "1024")
+    assert _bandwidth(si) == ("-1", "100000", "-1", "-1", "1024")
     assert _vcpu_affinity() == _emulator_affinity() == f"0-{backend.n_pcpu - 1}"
     assert all(os.sched_getscheduler(t) == os.SCHED_OTHER for t in backend.vcpu_tids)
     from vvho_env.live.backend import GuestControl

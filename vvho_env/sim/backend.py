@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -143,34 +143,29 @@ class BatchSim:
         self.S[k, E.OFF_EV + E.EV_OUTAGE] = end
 
     # -- measurement -------------------------------------------------------------------------
-    def run(self, window_s: float, envs: Sequence[int] | None = None) -> list[Telemetry]:
-        idx = np.arange(self.n) if envs is None else np.asarray(envs)
+    def run(self, window_s: float) -> list[Telemetry]:
+        """Advance every env by one window in one numba call; one Telemetry per env."""
         window_ns = round(window_s * 1e9)
-        for k in idx:
+        for k in range(self.n):
             sc = self.scenarios[k]
             assert sc is not None, "reset before run"
             _, ph, frac = sc.phase_at(int(self.step_idx[k]))
             write_phase(self.cfg[k], sc, ph, frac)
-            self.X[k, E.OFF_ACC:] = 0.0
-            self.H[k] = 0
+        self.X[:, E.OFF_ACC:] = 0.0
+        self.H[:] = 0
         t_end = self.now + window_ns
-        if envs is None:
-            E.run_batch(self.S, self.X, self.H, self.T, self.R, self.cfg, self.prof, t_end)
-        else:
-            for k in idx:
-                E.run_until(self.S[k], self.X[k], self.H[k], self.T[k], self.R[k], self.cfg[k], self.prof[k],
-                            int(t_end[k]))
-        stuck = [int(k) for k in idx if self.S[k, E.I_LIVELOCK]]
-        if stuck:
-            k = stuck[0]
+        E.run_batch(self.S, self.X, self.H, self.T, self.R, self.cfg, self.prof, t_end)
+        stuck = np.flatnonzero(self.S[:, E.I_LIVELOCK])
+        if stuck.size:
+            k = int(stuck[0])
             sc = self.scenarios[k]
             raise RuntimeError(f"simulator livelock in env {k} at t={self.S[k, E.I_LIVELOCK]} ns (scenario "
                                f"{sc.id if sc else '?'}, settings {self.settings[k]}): more than "
                                f"{E.MAX_EVENTS_PER_RUN:,} events in one window; please report it with these settings")
-        self.now[idx] = t_end[idx]
-        self.step_idx[idx] += 1
-        pct = percentiles_ns(self.H[idx], (50.0, 99.0, 99.9))
-        return [self._telemetry(int(k), window_s, pct[i]) for i, k in enumerate(idx)]
+        self.now[:] = t_end
+        self.step_idx += 1
+        pct = percentiles_ns(self.H, (50.0, 99.0, 99.9))
+        return [self._telemetry(k, window_s, pct[k]) for k in range(self.n)]
 
     def _telemetry(self, k: int, window_s: float, pct: np.ndarray) -> Telemetry:
         a = self.X[k, E.OFF_ACC:]
