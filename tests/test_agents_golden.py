@@ -27,19 +27,20 @@ def _weights_digest(model: object) -> str:
 
 
 def test_tiny_ppo_training_is_pinned(tmp_path: Path) -> None:
-    from agents.train import load_trained, train
-    from vvho.config import CONFIG_DIR, load_config
-
-    cfg = load_config(CONFIG_DIR / "ppo_diurnal.yaml", [
-        "train.n_envs=4", "train.eval_seeds=[901]", "train.progress_bar=false", "train.total_timesteps=64",
-        "train.eval_every=64", "train.checkpoint_every=64", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        f"tracking.checkpoint_dir={tmp_path}/ckpt", "env.max_steps=20", "agent.n_steps=8", "agent.net_arch=[32]",
-        "agent.batch_size=16", "agent.n_epochs=1"])
-    run_id = train(cfg, show_progress=False)
-    _, model, _ = load_trained(run_id, cfg.tracking.uri)
     from agents.checkpoint import latest_checkpoint
+    from agents.train import load_trained
+    from vvho.config import load_config
+    from vvho.experiments import train_run
+    from vvho_env.paths import Paths
 
-    ckpt = latest_checkpoint(tmp_path / "ckpt" / run_id)
+    cfg = load_config("ppo_diurnal", [
+        "train.n_envs=4", "train.eval_seeds=[901]", "train.progress_bar=false", "train.total_timesteps=64",
+        "train.eval_every=64", "train.checkpoint_every=64", "env.max_steps=20", "agent.n_steps=8",
+        "agent.net_arch=[32]", "agent.batch_size=16", "agent.n_epochs=1"])
+    paths = Paths.at(tmp_path)
+    run_id = train_run(cfg, paths).run_id
+    model, _ = load_trained(cfg, paths.checkpoints / run_id)
+    ckpt = latest_checkpoint(paths.checkpoints / run_id)
     objective = ckpt.state["eval_history"][-1]["objective"]
     assert objective == GOLDEN_OBJECTIVE
     assert _weights_digest(model) == GOLDEN_WEIGHTS

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from vvho_env.errors import VVHOError
+
 if TYPE_CHECKING:
     from vvho_env.scenarios import Scenario
 
@@ -27,7 +29,7 @@ class Status(enum.Enum):
     FAILED = "failed"
 
 
-class BackendError(RuntimeError):
+class BackendError(VVHOError, RuntimeError):
     """Base class of all backend faults."""
 
 
