@@ -199,7 +199,8 @@ class TrainingConfig(StrictModel):
                              "held-out seeds must not")
         if isinstance(a, PPOConfig) and a.batch_size > a.n_steps * t.n_envs:
             raise ValueError(f"agent.batch_size: {a.batch_size} exceeds the rollout of agent.n_steps x train.n_envs "
-                             f"= {a.n_steps * t.n_envs} transitions")
+                             f"= {a.n_steps * t.n_envs} transitions (lower it, or raise agent.n_steps or "
+                             "train.n_envs)")
         if isinstance(a, _OffPolicy) and a.learning_starts >= t.total_timesteps:
             raise ValueError(f"agent.learning_starts: {a.learning_starts} >= train.total_timesteps "
                              f"{t.total_timesteps}, so the agent would never learn")

@@ -110,7 +110,19 @@ def test_train_export_evaluate_cli(tmp_path: Path) -> None:
     assert manifest["host_profile"] == "xeon-kvm" and manifest["obs_normalisation"] is not None
     res = runner.invoke(app, ["evaluate", str(tmp_path / "bundle"), "--seeds", "5"])
     assert res.exit_code == 0, res.output
-    assert "p99 us" in res.stdout and "mean" in res.stdout
+    assert "p99 us" in res.stdout and "mean" in res.stdout and "warning" not in res.stderr
+    # seeds 0..3 seeded the 4 training envs: evaluating on them is flagged
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "bundle"), "--seeds", "2-5", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "seeds 2, 3 also seeded this policy's training envs" in res.stderr
+    assert json.loads(res.stdout)["seeds_not_held_out"] == [2, 3]
+    res = runner.invoke(app, ["runs", "list", "--results-dir", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    (listed,) = json.loads(res.stdout)
+    assert listed["run_id"] == run_id and listed["state"] == "finished" and listed["method"] == "ppo"
+    assert listed["key_metrics"]["J"] is not None
+    res = runner.invoke(app, ["runs", "compare", "--results-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "at least two runs; 1 found" in res.stderr
     # a full-host policy on the testbed, whose backend cannot set most of its knobs: a clear refusal
     res = runner.invoke(app, ["evaluate", str(tmp_path / "bundle"), "--scenario", "testbed-echo-v0"])
     assert res.exit_code == 2 and "cannot be set on host profile 'tcg-testbed'" in res.output

@@ -61,7 +61,7 @@ def train_cmd(
     """Train an agent (PPO, SAC, TD3, A2C, RecurrentPPO) on the simulator, tracked in MLflow."""
     from agents.resources import check_memory
     from vvho.config import ConfigError, load_config
-    from vvho.tracking import parse_tags
+    from vvho.tracking import Store, parse_tags
 
     p = paths(results_dir)
     tags = parse_tags(tag or [])
@@ -70,6 +70,7 @@ def train_cmd(
         if config is not None or set_ or run_name or tags:
             raise ConfigError("--resume continues a run with its own config, name and tags; accepted: --resume "
                               "RUN_ID without --config, --set, --run-name or --tag")
+        Store(p, tracking_uri).require()
     else:
         if config is None:
             raise ConfigError("train needs --config FILE_OR_NAME (see `vvho configs`) or --resume RUN_ID")
@@ -124,7 +125,7 @@ def train_cmd(
     if json_out:
         ui.emit_json(summary)
     elif result is not None:
-        ui.print_table([ui.Col("run id", False), ui.Col("steps"), ui.Col("wall"), ui.Col("eval J")],
+        ui.print_table([ui.Col("run id", "id"), ui.Col("steps"), ui.Col("wall"), ui.Col("eval J")],
                        [[run_id, f"{result.num_timesteps:,}", f"{result.wall_s:,.0f} s",
                          ui.fmt(result.final_objective)]])
     ui.info(f"next: vvho runs show {run_id[:8]}{_results_flag(p)}  |  vvho export {run_id[:8]}{_results_flag(p)}")
@@ -143,7 +144,7 @@ def export_cmd(
     from vvho.tracking import Store
 
     p = paths(results_dir)
-    Store(p, tracking_uri).get(run_id)  # a missing run or store is reported before torch loads
+    Store(p, tracking_uri).require()  # a missing store is reported before anything loads
     _load_heavy()
     from vvho.experiments import export_run
 
@@ -173,14 +174,16 @@ def evaluate_cmd(
         load_scenario(scenario)
     p = paths(results_dir)
     from agents.evaluate import evaluate_bundle, summarise, training_seed_overlap
-    from vvho.experiments import resolve_policy
+    from vvho.experiments import looks_like_path, resolve_policy
+    from vvho.tracking import Store
 
     def exporting(run_id: str) -> None:
         ui.note(f"run {run_id} has no bundle yet: exporting it to {p.bundles / run_id}")
 
-    if Path(policy).expanduser().exists():
+    if looks_like_path(policy):
         bundle = resolve_policy(policy, p, tracking_uri)
     else:
+        Store(p, tracking_uri).require()
         with ui.phase(f"looking up {policy} in the tracking store"):
             bundle = resolve_policy(policy, p, tracking_uri, exporting)
     m = bundle.manifest

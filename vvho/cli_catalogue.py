@@ -20,8 +20,8 @@ def scenarios_cmd(json_out: ui.JsonOpt = False, wide: ui.WideOpt = False) -> Non
     if json_out:
         ui.emit_json(rows)
         return
-    ui.print_table([ui.Col("id", False), ui.Col("host profile", False), ui.Col("SLO us"), ui.Col("steps"),
-                    ui.Col("phases", False), ui.Col("description", False)],
+    ui.print_table([ui.Col("id", "id"), ui.Col("host profile", "id"), ui.Col("SLO us"), ui.Col("steps"),
+                    ui.Col("phases", "text"), ui.Col("description", "text")],
                    [[r["id"], r["host_profile"], f"{r['slo_us']:g}", str(r["steps"]), ", ".join(r["phases"]),
                      r["description"]] for r in rows], wide=wide)
 
@@ -37,9 +37,9 @@ def knobs_cmd(json_out: ui.JsonOpt = False, wide: ui.WideOpt = False) -> None:
     if json_out:
         ui.emit_json(rows)
         return
-    ui.print_table([ui.Col("knob", False), ui.Col("group", False), ui.Col("accepted", False),
-                    ui.Col("default", False), ui.Col("scope", False), ui.Col("change", False),
-                    ui.Col("backends", False)],
+    ui.print_table([ui.Col("knob", "id"), ui.Col("group", "id"), ui.Col("accepted", "text"),
+                    ui.Col("default", "id"), ui.Col("scope", "id"), ui.Col("change", "text"),
+                    ui.Col("backends", "text")],
                    [[r["name"], r["group"], r["accepted"], repr(r["default"]), r["scope"], r["change_cost"],
                      ", ".join(r["backends"])] for r in rows], wide=wide)
 
@@ -57,8 +57,8 @@ def configs_cmd(json_out: ui.JsonOpt = False) -> None:
     if json_out:
         ui.emit_json(rows)
         return
-    ui.print_table([ui.Col("name", False), ui.Col("algorithm", False), ui.Col("scenario", False),
-                    ui.Col("steps"), ui.Col("description", False)],
+    ui.print_table([ui.Col("name", "id"), ui.Col("algorithm", "id"), ui.Col("scenario", "id"),
+                    ui.Col("steps"), ui.Col("description", "text")],
                    [[r["name"], r["algorithm"], r["scenario"], f"{r['total_timesteps']:,}", r["description"]]
                     for r in rows])
 

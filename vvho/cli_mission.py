@@ -82,7 +82,7 @@ def run_cmd(
         table.append([name + (" *" if beats else ""),
                       *(ui.fmt(100 * m[k] if k == "slo_violation_frac" else m[k], f) for k, _, f in METRICS),
                       *(ui.fmt(_ratio(m[k], oracle[k]), ".2f") for k, _, _ in METRICS)])
-    ui.print_table([ui.Col("method", False), *(ui.Col(h) for _, h, _ in METRICS),
+    ui.print_table([ui.Col("method", "id"), *(ui.Col(h) for _, h, _ in METRICS),
                     *(ui.Col(f"{h} / oracle") for _, h, _ in METRICS)], table, wide=wide,
                    title="pooled over the evaluation episodes; ratio = method / oracle")
     if any(r[0].endswith(" *") for r in table):

@@ -60,17 +60,20 @@ def list_cmd(scenario: ScenarioOpt = None, method: MethodOpt = None,
              json_out: ui.JsonOpt = False, wide: ui.WideOpt = False) -> None:
     """The newest runs, with their state and headline figures."""
     store = _store(results_dir, tracking_uri)
-    with ui.phase("reading the tracking store"):
-        found = store.runs(scenario, method, limit)
+    if not store.exists():
+        found = []
+    else:
+        with ui.phase("reading the tracking store"):
+            found = store.runs(scenario, method, limit)
     if json_out:
         ui.emit_json([_record(r) for r in found])
         return
     if not found:
         ui.info(f"no runs in {store.describe()}" + (" matching the filters" if scenario or method else ""))
         return
-    cols = [ui.Col("run", False), ui.Col("method", False), ui.Col("scenario", False), ui.Col("seed"),
-            ui.Col("state", False), ui.Col("started", False), *(ui.Col(label) for label, _, _ in KEY_METRICS),
-            ui.Col("name", False)]
+    cols = [ui.Col("run", "id"), ui.Col("method", "id"), ui.Col("scenario", "id"), ui.Col("seed"),
+            ui.Col("state", "id"), ui.Col("started", "id"), *(ui.Col(label) for label, _, _ in KEY_METRICS),
+            ui.Col("name", "id")]
     rows = []
     for r in found:
         km = key_metrics(r.metrics)
@@ -87,7 +90,7 @@ def show_cmd(run_id: Annotated[str, typer.Argument(help="run id or a unique pref
     """One run: state, tags, parameters, latest metrics and what to do next."""
     from vvho.tracking import ui_hint
 
-    store = _store(results_dir, tracking_uri)
+    store = _store(results_dir, tracking_uri).require()
     with ui.phase("reading the tracking store"):
         r = store.get(run_id)
     if json_out:
@@ -101,12 +104,12 @@ def show_cmd(run_id: Annotated[str, typer.Argument(help="run id or a unique pref
              ("code", r.tags.get("git_commit", ""))]
     user_tags = {k: v for k, v in r.tags.items() if not k.startswith(("mlflow.", "version.", "vvho."))
                  and k not in ("scenario", "method", "seed", "run_state", "git_commit")}
-    ui.print_table([ui.Col("", False), ui.Col("", False)], [[k, v] for k, v in facts + sorted(user_tags.items())])
+    ui.print_table([ui.Col("", "id"), ui.Col("", "text")], [[k, v] for k, v in facts + sorted(user_tags.items())])
     if r.metrics:
-        ui.print_table([ui.Col("metric", False), ui.Col("latest")],
+        ui.print_table([ui.Col("metric", "id"), ui.Col("latest")],
                        [[k, ui.fmt(v, ",.4g")] for k, v in sorted(r.metrics.items())])
     if r.params:
-        ui.print_table([ui.Col("parameter", False), ui.Col("value", False)],
+        ui.print_table([ui.Col("parameter", "id"), ui.Col("value", "text")],
                        [[k, v] for k, v in sorted(r.params.items())])
     flag = "" if paths(results_dir) == paths(None) else f" --results-dir {paths(results_dir).root}"
     if r.tags.get("command") == "train" and r.state in ("interrupted", "killed", "failed"):
@@ -128,7 +131,7 @@ def compare_cmd(run_ids: Annotated[list[str] | None, typer.Argument(help="runs t
     """Runs side by side: headline figures (or --all metrics) and the parameters that differ."""
     from vvho.options import OptionError
 
-    store = _store(results_dir, tracking_uri)
+    store = _store(results_dir, tracking_uri).require()
     with ui.phase("reading the tracking store"):
         if run_ids:
             found = [store.get(i) for i in run_ids]
@@ -149,7 +152,7 @@ def compare_cmd(run_ids: Annotated[list[str] | None, typer.Argument(help="runs t
                                                                            for r in found} for n in names},
                       "differing_params": {k: {r.run_id: r.params.get(k) for r in found} for k in differ}})
         return
-    cols = [ui.Col("", False), *(ui.Col(r.run_id[:8], False) for r in found)]
+    cols = [ui.Col("", "id"), *(ui.Col(r.run_id[:8], "text") for r in found)]
     rows = [["method", *(r.method for r in found)], ["scenario", *(r.scenario for r in found)],
             ["state", *(r.state for r in found)]]
     spec = {label: s for label, _, s in KEY_METRICS}

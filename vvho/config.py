@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from agents.config import ALGORITHMS, DEFAULT_ALGORITHM, TrainingConfig, carried_over
+from agents.config import AGENT_MODELS, ALGORITHMS, DEFAULT_ALGORITHM, TrainingConfig, carried_over
 from vvho_env.config_base import StrictModel, field_errors
 from vvho_env.errors import VVHOError, did_you_mean
 
@@ -171,7 +171,7 @@ def parse_config(raw: object, source: str, overrides: Sequence[str] = (),
     except ValidationError as exc:
         lines = []
         for err, line in zip(exc.errors(), field_errors("", exc, ExperimentConfig), strict=True):
-            line = _tag_error(err) or line
+            line = _tag_error(err) or _other_algorithms_field(err, raw) or line
             path = line.split("field ", 1)[1].split(":", 1)[0] if "field " in line else ""
             lines.append(f"{_source_of(path, source, overrides)}{line}")
         raise ConfigError("\n".join(lines)) from None
@@ -184,6 +184,20 @@ def _tag_error(err: Any) -> str | None:
     tag = err.get("ctx", {}).get("tag")
     return (f": field agent.algorithm: {tag!r} not accepted{did_you_mean(str(tag), ALGORITHMS)}; accepted: one of "
             f"{', '.join(ALGORITHMS)}")
+
+
+def _other_algorithms_field(err: Any, raw: dict[str, Any]) -> str | None:
+    """An agent field that only other algorithms have: say which, rather than 'unknown field'."""
+    loc = [str(p) for p in err["loc"] if str(p) not in ALGORITHMS]
+    if err["type"] != "extra_forbidden" or len(loc) != 2 or loc[0] != "agent":
+        return None
+    algorithm = _agent_algorithm(raw)
+    owners = [a for a in ALGORITHMS if loc[1] in AGENT_MODELS[a].model_fields]
+    if not owners:
+        return None
+    return (f": field agent.{loc[1]}: does not apply to {algorithm}; accepted here: the fields of {algorithm} "
+            f"({', '.join(AGENT_MODELS[str(algorithm)].model_fields)}); agent.{loc[1]} is a field of "
+            f"{', '.join(owners)}")
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (), notes: list[str] | None = None) -> ExperimentConfig:

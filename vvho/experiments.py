@@ -144,7 +144,8 @@ def export_run(run_id: str, paths: Paths, uri: str | None = None, out: Path | No
     return Export(target, tracker.log_policy_model(target), info.run_id)
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
+    """A policy argument meant as a path (not a run id)."""
     return (os.sep in text or text.startswith((".", "~")) or text.endswith((".onnx", ".json"))
             or Path(text).exists())
 
@@ -161,10 +162,10 @@ def resolve_policy(text: str, paths: Paths, uri: str | None = None,
     if path.exists():
         raise BundleError(f"{path}: a file, not a bundle; accepted: a bundle directory from `vvho export` or a "
                           "run id")
-    if _looks_like_path(text):
+    if looks_like_path(text):
         raise BundleError(f"{path}: no such file or directory; accepted: a bundle directory from `vvho export` or "
                           "a run id (see `vvho runs list`)")
-    store = Store(paths, uri)
+    store = Store(paths, uri).require()
     info = store.get(text)
     existing = paths.bundles / info.run_id
     if (existing / MANIFEST).is_file():

@@ -23,8 +23,8 @@ class BundlePolicy(PythonModel):
     def load_context(self, context: Any) -> None:
         self.bundle = PolicyBundle(context.artifacts["bundle"])
 
-    # model_input stays unannotated: MLflow reads a type hint there as an input schema of list items
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> np.ndarray:
+    # np.ndarray is a hint MLflow accepts without deriving a schema from it: the signature is explicit
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         return self.bundle.act(np.asarray(model_input, dtype=np.float32))
 
 

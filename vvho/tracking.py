@@ -17,7 +17,6 @@ import os
 import socket
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,16 +153,13 @@ class MLflowTracker:
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, bundle.obs_size))]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(bundle.knob_names)))]))
-        with warnings.catch_warnings():
-            # MLflow asks for type hints on predict; this model's schema is the explicit signature
-            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-            info = Model.log(artifact_path=None, name=POLICY_MODEL, flavor=mlflow.pyfunc, run_id=self._run_id,
-                             python_model=str(Path(__file__).with_name("policy_model.py")),
-                             artifacts={"bundle": str(bundle_dir)}, signature=signature,
-                             input_example=np.zeros((1, bundle.obs_size), dtype=np.float32),
-                             pip_requirements=["numpy", "onnxruntime", f"vvho=={package_versions().get('vvho', '')}"],
-                             tags={"knob_names": ",".join(bundle.knob_names),
-                                   "host_profile": str(bundle.manifest["host_profile"])})
+        info = Model.log(artifact_path=None, name=POLICY_MODEL, flavor=mlflow.pyfunc, run_id=self._run_id,
+                         python_model=str(Path(__file__).with_name("policy_model.py")),
+                         artifacts={"bundle": str(bundle_dir)}, signature=signature,
+                         input_example=np.zeros((1, bundle.obs_size), dtype=np.float32),
+                         pip_requirements=["numpy", "onnxruntime", f"vvho=={package_versions().get('vvho', '')}"],
+                         tags={"knob_names": ",".join(bundle.knob_names),
+                               "host_profile": str(bundle.manifest["host_profile"])})
         return str(info.model_uri)
 
 
@@ -222,13 +218,19 @@ class Store:
     def describe(self) -> str:
         return str(self.sqlite_path) if self.sqlite_path is not None else self.uri
 
+    def require(self) -> Store:
+        """This store, or RunNotFound when it does not exist yet (checked without loading MLflow)."""
+        if not self.exists():
+            raise RunNotFound(f"no tracking store at {self.describe()} yet (no run was tracked there); "
+                              "accepted: --results-dir or --tracking-uri of a store with runs")
+        return self
+
     def client(self, create: bool = False) -> MlflowClient:
         """The MLflow client; a missing SQLite database is created only when `create`."""
         if self._client is not None:
             return self._client
-        if not create and not self.exists():
-            raise RunNotFound(f"no tracking store at {self.describe()} yet (no run was tracked there); "
-                              "accepted: --results-dir or --tracking-uri of a store with runs")
+        if not create:
+            self.require()
         db = self.sqlite_path
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)

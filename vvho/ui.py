@@ -20,7 +20,6 @@ import os
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +47,16 @@ def stderr() -> Console:
 
 
 def note(message: str) -> None:
-    stderr().print(f"[dim]{escape(message)}[/dim]")
+    stderr().print(f"[dim]{escape(message)}[/dim]", soft_wrap=True)
 
 
 def info(message: str) -> None:
     """A line the user should read (run ids, where results went, what to run next); on stderr."""
-    stderr().print(escape(message))
+    stderr().print(escape(message), soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    stderr().print(f"[yellow]warning:[/yellow] {escape(message)}")
+    stderr().print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 def error_line(message: str) -> None:
@@ -89,8 +88,14 @@ def emit_json(data: Any) -> None:
 
 @dataclass(frozen=True)
 class Col:
+    """A table column: 'num' (right-aligned, never wrapped), 'id' (left-aligned, never wrapped: names
+    and ids) or 'text' (left-aligned, wraps at spaces into the width that is left)."""
+
     header: str
-    numeric: bool = True  # numbers are never wrapped or cut; text columns may wrap
+    kind: str = "num"
+
+
+TEXT_MIN = 24  # a text column narrower than this goes to a table of its own rather than being squeezed
 
 
 def fmt(value: Any, spec: str = ",.3f") -> str:
@@ -102,17 +107,16 @@ def fmt(value: Any, spec: str = ",.3f") -> str:
     return str(value)
 
 
-def _width(text: str, numeric: bool) -> int:
-    if numeric:
-        return max((len(line) for line in text.splitlines()), default=0)
-    return min(max((len(w) for w in text.split()), default=0), 24)  # text may wrap at spaces
-
-
 def _needs(cols: Sequence[Col], rows: Sequence[Sequence[str]]) -> list[int]:
+    """Width each column needs: its longest cell, or for text its longest word (up to TEXT_MIN)."""
     out = []
     for i, c in enumerate(cols):
-        head = max((len(w) for w in c.header.split()), default=0)
-        out.append(max([head, *(_width(r[i], c.numeric) for r in rows)]))
+        cells = [c.header, *(r[i] for r in rows)]
+        if c.kind == "text":
+            words = [len(w) for cell in cells for w in cell.split()]
+            out.append(min(max(words, default=1), TEXT_MIN))
+        else:
+            out.append(max(len(line) for cell in cells for line in (cell.splitlines() or [""])))
     return out
 
 
@@ -134,25 +138,40 @@ def _chunks(needs: list[int], key: int, width: int) -> list[list[int]]:
     return [list(range(key)) + c for c in chunks]
 
 
+def _natural(cols: Sequence[Col], rows: Sequence[Sequence[str]], i: int) -> int:
+    return max(len(line) for cell in [cols[i].header, *(r[i] for r in rows)] for line in (cell.splitlines() or [""]))
+
+
 def print_table(cols: Sequence[Col], rows: Sequence[Sequence[str]], title: str | None = None, key: int = 1,
                 wide: bool = False, console: Console | None = None) -> None:
     """Print rows under cols at the console's width: split into tables that each repeat the first
-    `key` columns when one does not fit (unless `wide`)."""
+    `key` columns when one does not fit (unless `wide`); text columns share the width left over."""
     con = console or stdout()
     needs = _needs(cols, rows)
-    natural = sum(needs) + 2 * len(needs)
-    parts = [list(range(len(cols)))] if wide or natural <= con.width else _chunks(needs, key, con.width)
-    if wide and natural > con.width:
-        con = Console(highlight=False, width=natural + 2, file=con.file)
+    natural = [_natural(cols, rows, i) for i in range(len(cols))]
+    full = sum(natural) + 2 * len(cols)
+    if wide or full <= con.width:
+        parts, widths = [list(range(len(cols)))], natural
+        if full > con.width:
+            con = Console(highlight=False, width=full + 2, file=con.file)
+    else:
+        parts, widths = _chunks(needs, key, con.width), list(needs)
+        for idx in parts:
+            text = [i for i in idx if cols[i].kind == "text"]
+            spare = con.width - sum(widths[i] + 2 for i in idx)
+            for n, i in enumerate(text):  # the width left over goes to the text columns
+                share = spare // (len(text) - n)
+                widths[i] = min(natural[i], widths[i] + share)
+                spare -= widths[i] - needs[i]
     for n, idx in enumerate(parts):
-        heading = title if n == 0 else None
-        if len(parts) > 1:
-            heading = f"{title or ''} ({n + 1}/{len(parts)})".strip()
-        t = Table(title=heading, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+        heading = title if len(parts) == 1 else f"{title + ' ' if title else ''}(table {n + 1} of {len(parts)})"
+        t = Table(title=heading, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left", collapse_padding=True,
+                  show_header=any(c.header for c in cols))
         for i in idx:
             c = cols[i]
-            t.add_column(c.header, justify="right" if c.numeric else "left", no_wrap=c.numeric,
-                         min_width=needs[i] if c.numeric else None, overflow="fold")
+            t.add_column(c.header, justify="right" if c.kind == "num" else "left", no_wrap=c.kind != "text",
+                         min_width=widths[i], max_width=widths[i] if c.kind == "text" else None,
+                         overflow="fold")
         for r in rows:
             t.add_row(*(escape(r[i]) for i in idx))
         con.print(t)
@@ -255,5 +274,3 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    # MLflow suggests type hints on PythonModel.predict; the policy model's signature is explicit
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")

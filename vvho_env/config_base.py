@@ -181,7 +181,10 @@ def resolve(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[str, Fiel
         if isinstance(part, str) and part in tags:  # pydantic puts a discriminated union's tag in the path
             current, tags = tags[part], {}
             continue
-        path.append(str(part))
+        if tags:  # a path into a union that names no tag (a cross-field check): the first member with it
+            current = next((m for m in tags.values() if part in m.model_fields), current)
+            tags = {}
+        path.append(_part(part))
         if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str):
             owner, field = current, current.model_fields.get(part)
             current = field.annotation if field is not None else None
@@ -197,6 +200,12 @@ def resolve(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[str, Fiel
     return ".".join(path) or "<top level>", field, owner
 
 
+def _part(part: int | str) -> str:
+    """A path element as the user wrote it, quoted when it would not read as one (spaces, control codes)."""
+    text = str(part)
+    return text if text and text.isprintable() and not any(c.isspace() or c == "." for c in text) else repr(text)
+
+
 def field_errors(source: str, exc: ValidationError, model: type[BaseModel]) -> list[str]:
     """One line per error: '<source>: field <path>: <value> not accepted (<why>); accepted: <what>'."""
     lines = []
@@ -206,7 +215,7 @@ def field_errors(source: str, exc: ValidationError, model: type[BaseModel]) -> l
         given = err.get("input")
         if err["type"] == "extra_forbidden":
             known = list(owner.model_fields) if owner is not None else []
-            name = str(loc[-1])
+            name = str(loc[-1])  # did_you_mean compares the raw name; the path shows it quoted if need be
             lines.append(f"{source}: field {path}: unknown field{did_you_mean(name, known)}; "
                          f"accepted here: {', '.join(known)}")
             continue
@@ -220,6 +229,9 @@ def field_errors(source: str, exc: ValidationError, model: type[BaseModel]) -> l
                 loc, why = sub, f" ({named.group(2)}"
                 given = _value_at(err.get("input"), named.group(1))
         what = accepted(field) if field is not None and not _is_list_item(loc) else _item_accepted(model, loc)
+        if named is not None and given is None:  # a default that a cross-field check refuses
+            lines.append(f"{source}: field {path}: {why.strip()[1:-1]}; accepted: {what}")
+            continue
         lines.append(f"{source}: field {path}: {_show(given)} not accepted{why}; accepted: {what}")
     return lines
 
