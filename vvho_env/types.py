@@ -1,7 +1,7 @@
 """Shared types: telemetry, the Backend protocol and the typed errors every backend raises.
 
 The Backend protocol is the one seam between the simulator and a live hypervisor: the env, the
-tuners, the agents and the host agent talk only to it.
+tuners and the agents talk only to it.
 """
 
 from __future__ import annotations
