@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from agents.config import SEED_MAX
 from vvho import ui
-from vvho.options import ResultsDirOpt, TrackingUriOpt, paths, writable
+from vvho.options import ResultsDirOpt, TrackingUriOpt, int_option, paths, writable
 
 if TYPE_CHECKING:
     from agents.train import TrainProgress
@@ -18,11 +19,12 @@ METRICS = (("p50_us", "p50 us", ",.1f"), ("p99_us", "p99 us", ",.1f"), ("slo_vio
 
 
 def run_cmd(
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seed of training, tuning and the evaluation "
-                                      "seeds")] = 0,
-    steps: Annotated[int, typer.Option(min=1, max=10**10, help="measurement windows (env steps) for PPO and for "
-                                       "gradient descent")] = 65_536,
-    eval_episodes: Annotated[int, typer.Option(min=1, max=1000, help="held-out evaluation episodes per method")] = 3,
+    seed: Annotated[int, typer.Option(parser=int_option(0, SEED_MAX), help="seed of training, tuning and the "
+                                      "evaluation seeds")] = 0,
+    steps: Annotated[int, typer.Option(parser=int_option(1, 10**10), help="measurement windows (env steps) for PPO "
+                                       "and for gradient descent")] = 65_536,
+    eval_episodes: Annotated[int, typer.Option(parser=int_option(1, 1000), help="held-out evaluation episodes per "
+                                               "method")] = 3,
     results_dir: ResultsDirOpt = None,
     tracking_uri: TrackingUriOpt = None,
     json_out: ui.JsonOpt = False,
@@ -33,8 +35,6 @@ def run_cmd(
     Trains PPO on the default scenario, runs gradient descent with the same budget of measurement
     windows, evaluates both and static-default on held-out seeds, and compares them with the oracle,
     all tracked in the results directory's MLflow store."""
-    from rich.console import Console
-
     from vvho.config import check_tracking_uri
     from vvho.options import OptionError
 
@@ -51,11 +51,8 @@ def run_cmd(
     training: dict[str, str] = {}
 
     def on_start(run_id: str, name: str) -> None:
-        if name == "mission":
-            ui.info(f"mission run {run_id}; see it with: vvho runs show {run_id[:8]}{flag}")
-        else:
-            training["id"] = run_id
-            ui.info(f"PPO training run {run_id} ({name}); follow it with: vvho runs show {run_id[:8]}{flag}")
+        training["id"] = run_id
+        ui.info(f"PPO training run {run_id} ({name}); follow it with: vvho runs show {run_id[:8]}{flag}")
 
     with ui.Progress("PPO training", steps) as bar:
         def report(pr: TrainProgress) -> None:
@@ -63,9 +60,9 @@ def run_cmd(
                        + (f", eval J {pr.eval_objective:.3f}" if pr.eval_objective is not None else ""))
 
         try:
-            rows = run_mission(seed=seed, steps=steps, eval_episodes=eval_episodes, tracking_uri=tracking_uri,
-                               console=Console(stderr=True, highlight=False), paths=p, progress=report,
-                               on_start=on_start)
+            with ui.heartbeat("main job"):
+                rows = run_mission(seed=seed, steps=steps, eval_episodes=eval_episodes, tracking_uri=tracking_uri,
+                                   console=ui.stderr(), paths=p, progress=report, on_start=on_start)
         except KeyboardInterrupt:
             hint = (f" The PPO run is checkpointed; continue it with: vvho train --resume {training['id']}{flag}"
                     if "id" in training else "")

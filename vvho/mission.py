@@ -30,7 +30,7 @@ def run_mission(seed: int = 0, steps: int = 65_536, eval_episodes: int = 3, trac
                 console: Console | None = None, paths: Paths | None = None, progress: ProgressFn | None = None,
                 on_start: Callable[[str, str], None] | None = None) -> dict[str, dict[str, float]]:
     """Run the mission; returns method -> pooled evaluation metrics. `on_start(run_id, name)` is told
-    of each tracked run as it starts; `progress` sees PPO's training progress."""
+    of the PPO training run as it starts; `progress` sees its training progress."""
     import mlflow
 
     from agents.bundle import PolicyBundle
@@ -82,9 +82,7 @@ def run_mission(seed: int = 0, steps: int = 65_536, eval_episodes: int = 3, trac
     params: dict[str, Any] = {"scenario": scenario, "seed": seed, "budget_windows": steps, "ppo_run_id": run_id,
                               "eval_seeds": seeds, "gd_settings": report.outcome.settings}
     with tracked_run("vvho-mission", run_name(scenario, "mission", seed), params, uri=tracking_uri,
-                     results_dir=paths.root) as mission_run:
-        if on_start is not None:
-            on_start(mission_run.run_id, "mission")
+                     results_dir=paths.root):
         for name, m in rows.items():
             mlflow.log_metrics({f"{name}/{k}": v for k, v in m.items() if math.isfinite(v)})
         mlflow.log_metric("wall_time_s", elapsed)

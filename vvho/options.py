@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from agents.config import SEED_MAX
+from vvho_env.config_base import int_like
 from vvho_env.errors import VVHOError
 from vvho_env.paths import ENV_VAR, Paths
 
@@ -24,6 +26,19 @@ MAX_SEEDS = 1000
 
 class OptionError(VVHOError):
     """A command-line option value that is not accepted; the message names the option."""
+
+
+def int_option(lo: int, hi: int) -> Callable[[str], int]:
+    """A parser for an integer option that also takes 1e5 and 100_000, within [lo, hi]."""
+
+    def parse(text: str) -> int:
+        value = int_like(text)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise typer.BadParameter(f"{text!r} not accepted; accepted: an integer in {lo:_} .. {hi:_} (1e5 and "
+                                     "100_000 work)")
+        return value
+
+    return parse
 
 
 def paths(results_dir: Path | None) -> Paths:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from vvho import ui
 from vvho.ui import quiet_libraries
 from vvho_env.errors import VVHOError
 from vvho_env.paths import Paths
@@ -386,10 +387,14 @@ def ui_hint(store: Store) -> str:
 def tracked_run(experiment: str, name: str, params: Mapping[str, Any], uri: str | None = None,
                 tags: Mapping[str, str] | None = None, results_dir: Path | None = None) -> Iterator[MLflowTracker]:
     """A run of the store of `results_dir` (or `uri`) with `params` logged and the scenario, method
-    and seed among them as tags, for commands that log through MLflow's module-level calls."""
+    and seed among them as tags, for commands that log through MLflow's module-level calls; its id
+    and how to see it are printed when it starts."""
     standard = {"method": experiment.removeprefix("vvho-"),
                 **{k: str(params[k]) for k in ("scenario", "method", "seed") if k in params}}
-    store = Store(Paths.at(results_dir), uri)
+    paths = Paths.at(results_dir)
+    store = Store(paths, uri)
     with store.start(experiment, name, {"command": experiment.removeprefix("vvho-"), **standard, **(tags or {})},
                      params) as tracker:
+        flag = "" if paths == Paths.at() else f" --results-dir {paths.root}"
+        ui.info(f"run {tracker.run_id} ({name}); see it with: vvho runs show {tracker.run_id[:8]}{flag}")
         yield tracker

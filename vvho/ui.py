@@ -37,13 +37,26 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print the results as JSON
 WideOpt = Annotated[bool, typer.Option("--wide", help="one table however wide, instead of splitting it to fit")]
 
 
+class _Stamped:
+    """stderr that records when it was last written to, so that a heartbeat speaks only into silence."""
+
+    last_write = time.monotonic()
+
+    def write(self, text: str) -> int:
+        _Stamped.last_write = time.monotonic()
+        return sys.stderr.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding: those of the real stderr
+        return getattr(sys.stderr, name)
+
+
 def stdout() -> Console:
     # built per call: COLUMNS and the streams may change between commands (tests, wrappers)
     return Console(highlight=False)
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(file=_Stamped(), highlight=False)  # type: ignore[arg-type]
 
 
 def note(message: str) -> None:
@@ -241,20 +254,29 @@ def _duration(seconds: float) -> str:
 @contextlib.contextmanager
 def phase(text: str) -> Iterator[None]:
     """A step without a step count (loading libraries, exporting): a spinner on a terminal; else the
-    text once and a line every HEARTBEAT_S seconds while it lasts."""
+    text once and a heartbeat while it lasts."""
     con = stderr()
     if con.is_terminal:
         with con.status(escape(text)):
             yield
         return
     con.print(f"{escape(text)} ...", highlight=False, soft_wrap=True)
+    with heartbeat(text):
+        yield
+
+
+@contextlib.contextmanager
+def heartbeat(text: str) -> Iterator[None]:
+    """Long work whose own output may pause (a search, an export after training): a line on stderr
+    whenever nothing was written to it for HEARTBEAT_S seconds."""
     t0 = time.monotonic()
     done = threading.Event()
 
     def beat() -> None:
-        while not done.wait(HEARTBEAT_S):
-            con.print(f"  ... still {escape(text)} ({_duration(time.monotonic() - t0)})", highlight=False,
-                      soft_wrap=True)
+        while not done.wait(min(1.0, HEARTBEAT_S / 2)):
+            if time.monotonic() - _Stamped.last_write >= HEARTBEAT_S:
+                stderr().print(f"{escape(text)}: still working ({_duration(time.monotonic() - t0)})",
+                               highlight=False, soft_wrap=True)
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()

@@ -62,11 +62,12 @@ def _coerce(value: Any, annotation: Any) -> Any:
     if base in (int, float) and isinstance(value, bool):
         raise ValueError("a boolean is not a number")
     if base is int:
-        return _int_like(value)
+        return int_like(value)
     return value
 
 
-def _int_like(value: Any) -> Any:
+def int_like(value: Any) -> Any:
+    """An int for integer-like input (1e5, '100_000', 2.0); anything else unchanged."""
     if isinstance(value, str) and _NUMERIC.match(value.strip()) and any(c.isdigit() for c in value):
         text = value.strip().replace("_", "")
         try:
