@@ -123,11 +123,18 @@ def test_train_export_evaluate_cli(tmp_path: Path) -> None:
     assert listed["key_metrics"]["J"] is not None
     res = runner.invoke(app, ["runs", "compare", "--results-dir", str(tmp_path)])
     assert res.exit_code == 2 and "at least two runs; 1 found" in res.stderr
+    # a run of another experiment after an export (which sets MLflow's active experiment), as the main job does
+    import mlflow
+
+    from vvho.tracking import tracked_run
+
+    with tracked_run("vvho-mission", "summary", {"scenario": "diurnal-noisy-v0", "seed": 0}, results_dir=tmp_path):
+        mlflow.log_metric("x", 1.0)
+    res = runner.invoke(app, ["runs", "compare", "--results-dir", str(tmp_path), "--json"])
+    assert res.exit_code == 0 and len(json.loads(res.stdout)["runs"]) == 2, res.output
     # a full-host policy on the testbed, whose backend cannot set most of its knobs: a clear refusal
     res = runner.invoke(app, ["evaluate", str(tmp_path / "bundle"), "--scenario", "testbed-echo-v0"])
     assert res.exit_code == 2 and "cannot be set on host profile 'tcg-testbed'" in res.output
-
-    import mlflow
 
     client = mlflow.MlflowClient(Paths.at(tmp_path).tracking_uri)
     run = client.get_run(run_id)

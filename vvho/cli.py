@@ -62,7 +62,7 @@ class VVHOGroup(TyperGroup):
 
 app = typer.Typer(cls=VVHOGroup, help="VVHO: tune virtualized hosts for low tail latency with reinforcement learning.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console()
+console = Console(width=180)  # the simulate and calibrate tables; they move to vvho.ui.print_table with their rework
 
 
 def _fail(msg: str) -> typer.Exit:

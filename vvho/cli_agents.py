@@ -31,7 +31,7 @@ def _results_flag(p: Paths) -> str:
 
 
 def _progress_status(p: TrainProgress) -> str:
-    parts = [f"{p.steps_per_s:,.0f} steps/s"]
+    parts = [f"{p.steps_per_s:,.0f} steps/s"] if p.steps_per_s > 0 else ["starting"]
     if math.isfinite(p.p99_us):
         parts.append(f"p99 {p.p99_us:,.0f} us")
     if p.eval_objective is not None:

@@ -288,6 +288,8 @@ class Store:
     def _active(self, tracker: MLflowTracker) -> Iterator[None]:
         import mlflow
 
+        # MLflow's active experiment is process state (an export sets it too): make it this run's
+        mlflow.set_experiment(experiment_id=tracker.client.get_run(tracker.run_id).info.experiment_id)
         mlflow.start_run(run_id=tracker.run_id)
         state = "failed"
         try:

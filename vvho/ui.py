@@ -205,7 +205,7 @@ class Progress:
         self._live: Any = None
         self._task: Any = None
         self._last_line = 0.0
-        self._t0 = time.monotonic()
+        self._t0: float | None = None  # the first update: work before it (setup, other stages) is not counted
         self._steps = 0
         self._status = ""
 
@@ -218,13 +218,17 @@ class Progress:
                                       MofNCompleteColumn(), TimeRemainingColumn(compact=True),
                                       TextColumn("{task.fields[status]}"), console=self.console, transient=False)
             self._live.start()
-            self._task = self._live.add_task(self.label, total=self.total, status="")
+            self._task = self._live.add_task(self.label, total=self.total, status="", start=False)
         return self
 
     def update(self, steps: int, status: str = "") -> None:
         self._steps, self._status = steps, status
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+            if self._live is not None:
+                self._live.start_task(self._task)
         if self._live is not None:
-            self._live.update(self._task, completed=steps, status=status)
+            self._live.update(self._task, total=self.total, completed=steps, status=status)
             return
         now = time.monotonic()
         if now - self._last_line >= HEARTBEAT_S or steps >= self.total:
@@ -236,7 +240,7 @@ class Progress:
 
     def _print_line(self) -> None:
         pct = 100.0 * self._steps / self.total if self.total else 100.0
-        elapsed = time.monotonic() - self._t0
+        elapsed = time.monotonic() - (self._t0 or time.monotonic())
         self.console.print(f"{self.label}: {self._steps:,}/{self.total:,} ({pct:.0f}%) after "
                            f"{_duration(elapsed)}" + (f", {self._status}" if self._status else ""),
                            soft_wrap=True, highlight=False)
