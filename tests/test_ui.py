@@ -63,7 +63,7 @@ def test_json_has_no_nan(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_heartbeat_speaks_only_into_silence(monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(ui, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(ui, "HEARTBEAT_S", 0.1)
     with ui.heartbeat("searching"):
         time.sleep(1.0)
     assert "searching: still working" in capsys.readouterr().err

@@ -288,11 +288,12 @@ class Store:
     def _active(self, tracker: MLflowTracker) -> Iterator[None]:
         import mlflow
 
-        # MLflow's active experiment is process state (an export sets it too): make it this run's
-        mlflow.set_experiment(experiment_id=tracker.client.get_run(tracker.run_id).info.experiment_id)
-        mlflow.start_run(run_id=tracker.run_id)
-        state = "failed"
+        state, active = "failed", False
         try:
+            # MLflow's active experiment is process state (an export sets it too): make it this run's
+            mlflow.set_experiment(experiment_id=tracker.client.get_run(tracker.run_id).info.experiment_id)
+            mlflow.start_run(run_id=tracker.run_id)
+            active = True
             yield
             state = "finished"
         except KeyboardInterrupt:
@@ -300,7 +301,10 @@ class Store:
             raise
         finally:
             tracker.set_tags({STATE_TAG: state})
-            mlflow.end_run(status=_MLFLOW_STATUS[state])
+            if active:
+                mlflow.end_run(status=_MLFLOW_STATUS[state])
+            else:
+                tracker.client.set_terminated(tracker.run_id, status=_MLFLOW_STATUS[state])
 
     # -- reading -------------------------------------------------------------------------------------
     def _experiments(self) -> dict[str, str]:

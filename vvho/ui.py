@@ -5,8 +5,8 @@
 - Widths follow the terminal (``COLUMNS`` is respected; 80 when output is not a terminal). A table
   that does not fit is split into several, each repeating the key column, so no number is cut;
   ``--wide`` prints one table regardless.
-- Long work reports at least every ``HEARTBEAT_S`` seconds: a live bar or spinner on a terminal, a
-  plain line per interval otherwise (logs, CI, pipes).
+- Long work reports at least every ``HEARTBEAT_S`` seconds (twice that where a stage is silent): a
+  live bar or spinner on a terminal, a plain line per interval otherwise (logs, CI, pipes).
 - Third-party chatter (MLflow's INFO lines and download bars) is turned off by ``quiet_libraries``.
 """
 
@@ -178,8 +178,9 @@ def print_table(cols: Sequence[Col], rows: Sequence[Sequence[str]], title: str |
                 spare -= widths[i] - needs[i]
     for n, idx in enumerate(parts):
         heading = title if len(parts) == 1 else f"{title + ' ' if title else ''}(table {n + 1} of {len(parts)})"
-        t = Table(title=heading, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left", collapse_padding=True,
-                  show_header=any(c.header for c in cols))
+        if heading:  # a line of its own: a table title would wrap at the table's width
+            con.print(escape(heading), soft_wrap=True, highlight=False)
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_header=any(c.header for c in cols))
         for i in idx:
             c = cols[i]
             t.add_column(c.header, justify="right" if c.kind == "num" else "left", no_wrap=c.kind != "text",
@@ -272,13 +273,14 @@ def phase(text: str) -> Iterator[None]:
 @contextlib.contextmanager
 def heartbeat(text: str) -> Iterator[None]:
     """Long work whose own output may pause (a search, an export after training): a line on stderr
-    whenever nothing was written to it for HEARTBEAT_S seconds."""
+    whenever nothing was written to it for twice HEARTBEAT_S (progress lines come every HEARTBEAT_S,
+    so the heartbeat never interleaves with them)."""
     t0 = time.monotonic()
     done = threading.Event()
 
     def beat() -> None:
         while not done.wait(min(1.0, HEARTBEAT_S / 2)):
-            if time.monotonic() - _Stamped.last_write >= HEARTBEAT_S:
+            if time.monotonic() - _Stamped.last_write >= 2 * HEARTBEAT_S:
                 stderr().print(f"{escape(text)}: still working ({_duration(time.monotonic() - t0)})",
                                highlight=False, soft_wrap=True)
 
