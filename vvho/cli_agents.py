@@ -59,8 +59,9 @@ def train_cmd(
     json_out: ui.JsonOpt = False,
 ) -> None:
     """Train an agent (PPO, SAC, TD3, A2C, RecurrentPPO) on the simulator, tracked in MLflow."""
-    from agents.resources import check_memory
-    from vvho.config import ConfigError, load_config
+    from agents.resources import ResourceError, check_memory
+    from vvho.config import ConfigError, load_config, resolve_config, source_of
+    from vvho.options import OptionError
     from vvho.tracking import Store, parse_tags
 
     p = paths(results_dir)
@@ -68,12 +69,12 @@ def train_cmd(
     cfg = None
     if resume:
         if config is not None or set_ or run_name or tags:
-            raise ConfigError("--resume continues a run with its own config, name and tags; accepted: --resume "
+            raise OptionError("--resume continues a run with its own config, name and tags; accepted: --resume "
                               "RUN_ID without --config, --set, --run-name or --tag")
         Store(p, tracking_uri).require()
     else:
         if config is None:
-            raise ConfigError("train needs --config FILE_OR_NAME (see `vvho configs`) or --resume RUN_ID")
+            raise OptionError("train needs --config FILE_OR_NAME (see `vvho configs`) or --resume RUN_ID")
         overrides = list(set_ or [])
         if tracking_uri:
             overrides.append(f"tracking.uri={tracking_uri}")
@@ -83,8 +84,8 @@ def train_cmd(
             ui.note(n)
         try:
             check_memory(cfg)
-        except Exception as exc:
-            raise ConfigError(f"{config}: {exc}") from None
+        except ResourceError as exc:
+            raise ConfigError(f"{source_of(exc.field, str(resolve_config(config)), overrides)}: {exc}") from None
     writable(p)
     _load_heavy()
     from vvho.experiments import resume_run, train_run
@@ -113,6 +114,8 @@ def train_cmd(
             if "id" in started:
                 ui.info(f"interrupted; the run is marked interrupted and a checkpoint was written. Resume with: "
                         f"vvho train --resume {started['id']}{_results_flag(p)}")
+            else:
+                ui.info("interrupted before the run started; nothing was tracked")
             raise typer.Exit(130) from None
     run_id = outcome.run_id
     result = outcome.result

@@ -147,7 +147,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem or 'cannot parse'}{where}"
 
 
-def _source_of(path: str, source: str, overrides: Sequence[str]) -> str:
+def source_of(path: str, source: str, overrides: Sequence[str]) -> str:
     """The --set that gave the value at `path` (the last one wins), else the file."""
     for item in reversed(overrides):
         key = item.partition("=")[0].strip()
@@ -173,7 +173,7 @@ def parse_config(raw: object, source: str, overrides: Sequence[str] = (),
         for err, line in zip(exc.errors(), field_errors("", exc, ExperimentConfig), strict=True):
             line = _tag_error(err) or _other_algorithms_field(err, raw) or line
             path = line.split("field ", 1)[1].split(":", 1)[0] if "field " in line else ""
-            lines.append(f"{_source_of(path, source, overrides)}{line}")
+            lines.append(f"{source_of(path, source, overrides)}{line}")
         raise ConfigError("\n".join(lines)) from None
 
 

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-EXPERIMENTS = ("vvho-agents", "vvho-baselines", "vvho-mission")
 STATE_TAG = "run_state"
 POLICY_MODEL = "policy"  # name of the MLflow model a `vvho export` logs
 STATES = ("running", "finished", "interrupted", "failed", "killed")
@@ -308,13 +307,8 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------------------
     def _experiments(self) -> dict[str, str]:
-        client = self.client()
-        out = {}
-        for name in EXPERIMENTS:
-            exp = client.get_experiment_by_name(name)
-            if exp is not None:
-                out[str(exp.experiment_id)] = name
-        return out
+        """id -> name of every experiment in the store (a config may name its own, not just VVHO's)."""
+        return {str(e.experiment_id): e.name for e in self.client().search_experiments()}
 
     def _info(self, run: Run, experiments: Mapping[str, str]) -> RunInfo:
         tags = dict(run.data.tags)
@@ -329,7 +323,7 @@ class Store:
                        state, run.info.start_time / 1000.0, tags, dict(run.data.params), dict(run.data.metrics))
 
     def runs(self, scenario: str | None = None, method: str | None = None, limit: int = 50) -> list[RunInfo]:
-        """Runs of the VVHO experiments, newest first, filtered by scenario and method tags."""
+        """Runs of the store, newest first, filtered by scenario and method tags."""
         if not self.exists():
             return []
         experiments = self._experiments()
