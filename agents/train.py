@@ -3,8 +3,10 @@
 ``train(cfg, tracker, root)`` trains from scratch into the checkpoint folder `root`; ``resume(cfg,
 tracker, root)`` continues from its last checkpoint (the step count and VecNormalize statistics carry
 on). Training metrics reach the tracker through SB3's logger (``TrackerOutputFormat``); evaluations on
-held-out seeds log ``eval/objective``, ``latency/p99_us`` and ``cpu/vm_cores``. An interrupt (Ctrl-C)
-writes a checkpoint before it propagates, so that a resume loses nothing.
+held-out seeds log ``eval/objective``, ``latency/p99_us`` and ``cpu/vm_cores``. A stop request (the
+caller sets `stop`, e.g. on Ctrl-C) ends training at the next env step with a checkpoint and raises
+KeyboardInterrupt from there, outside any write to the tracker; a KeyboardInterrupt that arrives
+anyway also writes a checkpoint first. Either way a resume loses nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import math
 import pickle
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,6 +146,17 @@ class EvalAndCheckpoint(BaseCallback):
                         {"eval_history": [_rec_dict(r) for r in self.history], "train_wall_s": self.wall_s})
 
 
+class StopWhenAsked(BaseCallback):
+    """Ends model.learn() at the next step once `stop` is set."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def _on_step(self) -> bool:
+        return not self.stop.is_set()
+
+
 class ProgressReport(BaseCallback):
     """Reports steps, steps/s, p99 and CPU of the last steps and the last eval objective to `report`."""
 
@@ -237,10 +251,13 @@ def _plots(history: list[EvalRecord], slo_us: float, out: Path) -> list[Path]:
 
 
 def _learn(cfg: TrainingConfig, model: BaseAlgorithm, vecnorm: VecNormalize, root: Path, tracker: Tracker,
-           history: list[EvalRecord], wall_before: float, progress: ProgressFn | None) -> TrainResult:
+           history: list[EvalRecord], wall_before: float, progress: ProgressFn | None,
+           stop: threading.Event | None) -> TrainResult:
     model.set_logger(Logger(folder=None, output_formats=[TrackerOutputFormat(tracker)]))
     evals = EvalAndCheckpoint(cfg, root, vecnorm, history, wall_before)
     callbacks: list[BaseCallback] = [evals]
+    if stop is not None:
+        callbacks.append(StopWhenAsked(stop))
     if progress is not None:
         callbacks.append(ProgressReport(cfg.train.total_timesteps, history, progress))
     remaining = cfg.train.total_timesteps - model.num_timesteps
@@ -253,6 +270,9 @@ def _learn(cfg: TrainingConfig, model: BaseAlgorithm, vecnorm: VecNormalize, roo
         except KeyboardInterrupt:
             evals.checkpoint()
             raise
+        if stop is not None and stop.is_set() and model.num_timesteps < cfg.train.total_timesteps:
+            evals.checkpoint()
+            raise KeyboardInterrupt
     session = time.perf_counter() - t0
     steps = int(model.num_timesteps) - n0
     evals.init_callback(model)
@@ -276,18 +296,20 @@ def _learn(cfg: TrainingConfig, model: BaseAlgorithm, vecnorm: VecNormalize, roo
     return TrainResult(int(model.num_timesteps), steps, evals.wall_s, history[-1].objective)
 
 
-def train(cfg: TrainingConfig, tracker: Tracker, root: Path, progress: ProgressFn | None = None) -> TrainResult:
+def train(cfg: TrainingConfig, tracker: Tracker, root: Path, progress: ProgressFn | None = None,
+          stop: threading.Event | None = None) -> TrainResult:
     """Train per `cfg` from scratch, checkpointing into `root` and reporting to `tracker`."""
     torch.set_num_threads(cfg.train.torch_threads)
     _, vecnorm = _make_envs(cfg, None)
     try:
         model = build_model(cfg, vecnorm)
-        return _learn(cfg, model, vecnorm, root, tracker, [], 0.0, progress)
+        return _learn(cfg, model, vecnorm, root, tracker, [], 0.0, progress, stop)
     finally:
         vecnorm.close()
 
 
-def resume(cfg: TrainingConfig, tracker: Tracker, root: Path, progress: ProgressFn | None = None) -> TrainResult:
+def resume(cfg: TrainingConfig, tracker: Tracker, root: Path, progress: ProgressFn | None = None,
+           stop: threading.Event | None = None) -> TrainResult:
     """Continue training from the last checkpoint in `root`."""
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
@@ -303,7 +325,7 @@ def resume(cfg: TrainingConfig, tracker: Tracker, root: Path, progress: Progress
         history = [EvalRecord(r["num_timesteps"], r["objective"], r["p99_us"], r["vm_cpu"])
                    for r in ckpt.state.get("eval_history", [])]
         return _learn(cfg, model, vecnorm, root, tracker, history, float(ckpt.state.get("train_wall_s", 0.0)),
-                      progress)
+                      progress, stop)
     finally:
         vecnorm.close()
 

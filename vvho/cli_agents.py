@@ -99,17 +99,17 @@ def train_cmd(
         ui.info(f"run {run_id} ({name}) {'resumed' if resume else 'started'}; follow it with: vvho runs show "
                 f"{run_id[:8]}{_results_flag(p)}")
 
-    with ui.Progress("train", total) as bar:
+    with ui.Progress("train", total) as bar, ui.graceful_interrupt("training") as stop:
         def report(pr: TrainProgress) -> None:
             bar.total = pr.total
             bar.update(pr.steps, _progress_status(pr))
 
         try:
             if resume:
-                outcome = resume_run(resume, p, tracking_uri, report if show else None, on_start)
+                outcome = resume_run(resume, p, tracking_uri, report if show else None, on_start, stop)
             else:
                 assert cfg is not None
-                outcome = train_run(cfg, p, run_name, tags, report if show else None, on_start)
+                outcome = train_run(cfg, p, run_name, tags, report if show else None, on_start, stop)
         except KeyboardInterrupt:
             if "id" in started:
                 ui.info(f"interrupted; the run is marked interrupted and a checkpoint was written. Resume with: "

@@ -8,6 +8,7 @@ outcome. The CLI adds only argument parsing and output.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,10 @@ def _flat_params(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def train_run(cfg: ExperimentConfig, paths: Paths, name: str | None = None, tags: Mapping[str, str] | None = None,
-              progress: ProgressFn | None = None, on_start: Callable[[str, str], None] | None = None) -> TrainOutcome:
-    """Train `cfg` as a new run; `on_start(run_id, name)` is called once the run exists."""
+              progress: ProgressFn | None = None, on_start: Callable[[str, str], None] | None = None,
+              stop: threading.Event | None = None) -> TrainOutcome:
+    """Train `cfg` as a new run; `on_start(run_id, name)` is called once the run exists; setting `stop`
+    ends it at the next step (checkpointed, marked interrupted)."""
     from agents.train import train
 
     store = Store(paths, cfg.tracking.uri)
@@ -70,7 +73,7 @@ def train_run(cfg: ExperimentConfig, paths: Paths, name: str | None = None, tags
         tracker.log_text(dump_config(cfg), CONFIG_ARTIFACT)
         if on_start is not None:
             on_start(tracker.run_id, name)
-        result = train(cfg, tracker, root, progress)
+        result = train(cfg, tracker, root, progress, stop)
     return TrainOutcome(tracker.run_id, result, store)
 
 
@@ -98,7 +101,7 @@ def checkpoint_root(info: RunInfo, paths: Paths) -> Path:
 
 
 def resume_run(run_id: str, paths: Paths, uri: str | None = None, progress: ProgressFn | None = None,
-               on_start: Callable[[str, str], None] | None = None) -> TrainOutcome:
+               on_start: Callable[[str, str], None] | None = None, stop: threading.Event | None = None) -> TrainOutcome:
     """Continue a run from its last checkpoint, in the same MLflow run."""
     from agents.checkpoint import latest_checkpoint
     from agents.train import resume
@@ -116,7 +119,7 @@ def resume_run(run_id: str, paths: Paths, uri: str | None = None, progress: Prog
     with store.reopen(info.run_id, {"resumed_from_step": str(ckpt.num_timesteps)}) as tracker:
         if on_start is not None:
             on_start(info.run_id, info.name)
-        result = resume(cfg, tracker, root, progress)
+        result = resume(cfg, tracker, root, progress, stop)
     return TrainOutcome(info.run_id, result, store)
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -291,6 +292,28 @@ def heartbeat(text: str) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
+
+
+@contextlib.contextmanager
+def graceful_interrupt(what: str) -> Iterator[threading.Event]:
+    """The first Ctrl-C sets the event (the work stops at its next safe point, e.g. the next env step);
+    a second one interrupts at once. Outside the main thread, Ctrl-C keeps its usual meaning."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        info(f"stopping {what} at the next step (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # -- third-party output ----------------------------------------------------------------------------
