@@ -12,14 +12,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from vvho.config import (
-    A2CConfig,
-    ExperimentConfig,
-    PPOConfig,
-    RecurrentPPOConfig,
-    SACConfig,
-    TD3Config,
-)
+from agents.config import A2CConfig, PPOConfig, RecurrentPPOConfig, SACConfig, TD3Config, TrainingConfig
 
 ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {
     "ppo": PPO, "recurrent_ppo": RecurrentPPO, "a2c": A2C, "sac": SAC, "td3": TD3,
@@ -27,7 +20,7 @@ ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {
 OFF_POLICY = ("sac", "td3")
 
 
-def build_model(cfg: ExperimentConfig, env: VecEnv) -> BaseAlgorithm:
+def build_model(cfg: TrainingConfig, env: VecEnv) -> BaseAlgorithm:
     a = cfg.agent
     act = nn.Tanh if a.activation == "tanh" else nn.ReLU
     common: dict[str, Any] = {"learning_rate": a.learning_rate, "gamma": a.gamma,

@@ -18,13 +18,19 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from vvho_env.errors import VVHOError
+
 MANIFEST = "manifest.json"
 GRAPH = "policy.onnx"
 FORMAT_VERSION = 1
 
 
-class BundleError(ValueError):
+class BundleError(VVHOError, ValueError):
     """A bundle that cannot be used here: missing files, bad checksum, knobs that do not match."""
+
+
+REQUIRED = ("knob_names", "action_low", "action_high", "obs_size", "action_mode", "history", "scenario",
+            "host_profile")
 
 
 def sha256_file(path: Path) -> str:
@@ -44,13 +50,19 @@ class PolicyBundle:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         mpath = self.path / MANIFEST
+        if not self.path.is_dir():
+            raise BundleError(f"{self.path}: not a directory; accepted: a bundle directory written by `vvho export` "
+                              f"(it holds {MANIFEST} and {GRAPH})")
         try:
             self.manifest: dict[str, Any] = json.loads(mpath.read_text())
         except OSError as exc:
-            raise BundleError(f"{mpath}: cannot read the bundle manifest: {exc.strerror or exc}") from None
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"{mpath}: manifest is not valid JSON: {exc}") from None
+            raise BundleError(f"{mpath}: cannot read the bundle manifest ({exc.strerror or exc}); accepted: a bundle "
+                              "directory written by `vvho export`") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{mpath}: the manifest is not valid JSON ({exc})") from None
         m = self.manifest
+        if not isinstance(m, dict):
+            raise BundleError(f"{mpath}: the manifest is a {type(m).__name__}; accepted: a JSON object")
         if m.get("format_version") != FORMAT_VERSION:
             raise BundleError(f"{mpath}: format_version {m.get('format_version')!r} not accepted; "
                               f"accepted: {FORMAT_VERSION}")
@@ -61,10 +73,18 @@ class PolicyBundle:
         if digest != m.get("graph_sha256"):
             raise BundleError(f"{graph}: sha256 {digest} does not match the manifest's {m.get('graph_sha256')}; "
                               "the graph was changed or damaged after export")
+        missing = [k for k in REQUIRED if k not in m]
+        if missing:
+            raise BundleError(f"{mpath}: the manifest lacks {', '.join(missing)}; the bundle is incomplete")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(graph), sess_options=opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(graph), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own classes (InvalidProtobuf, InvalidGraph, Fail)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{graph}: not a loadable ONNX graph ({type(exc).__name__}: {first[:160]}); accepted: "
+                              "the policy.onnx that `vvho export` wrote") from None
         self.knob_names: tuple[str, ...] = tuple(m["knob_names"])
         norm = m.get("obs_normalisation")
         self._mean = np.asarray(norm["mean"], dtype=np.float64) if norm else None

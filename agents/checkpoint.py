@@ -20,6 +20,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
+from vvho_env.errors import VVHOError
+
 MODEL = "model.zip"
 VECNORM = "vecnormalize.pkl"
 REPLAY = "replay_buffer.pkl"
@@ -27,7 +29,7 @@ STATE = "state.json"
 LATEST = "LATEST"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(VVHOError, RuntimeError):
     """No usable checkpoint where one was expected."""
 
 

@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agents.bundle import MANIFEST, BundleError, PolicyBundle
+from agents.bundle import BundleError, PolicyBundle
 from vvho_env.env import VVHOEnv
 from vvho_env.harness import EpisodeResult, run_episode
 
@@ -46,9 +45,10 @@ def env_for_bundle(bundle: PolicyBundle, scenario: str | None = None, **env_kwar
                    delta_step=m["delta_step"], history=m["history"], **env_kwargs)
 
 
-def evaluate_bundle(bundle: PolicyBundle | str | Path, scenario: str | None,
-                    seeds: Sequence[int]) -> list[EpisodeResult]:
-    """One episode per seed of `scenario` (default: the bundle's) driven by the bundle."""
+def evaluate_bundle(bundle: PolicyBundle | str | Path, scenario: str | None, seeds: Sequence[int],
+                    on_episode: Callable[[EpisodeResult], None] | None = None) -> list[EpisodeResult]:
+    """One episode per seed of `scenario` (default: the bundle's) driven by the bundle; `on_episode`
+    sees each result as it completes."""
     b = bundle if isinstance(bundle, PolicyBundle) else PolicyBundle(bundle)
     controller = BundleController(b)
     results = []
@@ -58,36 +58,19 @@ def evaluate_bundle(bundle: PolicyBundle | str | Path, scenario: str | None,
             results.append(run_episode(env, controller, seed))
         finally:
             env.close()
+        if on_episode is not None:
+            on_episode(results[-1])
     return results
 
 
-def export_run(run_id: str, out_dir: str | Path | None = None, tracking_uri: str | None = None) -> Path:
-    """Export a run's latest checkpoint as a bundle (default: results/bundles/<run_id>); logs it to MLflow."""
-    import mlflow
-
-    from agents.export import export_bundle
-    from agents.train import load_trained
-
-    cfg, model, vecnorm = load_trained(run_id, tracking_uri)
-    out = Path(out_dir) if out_dir is not None else Path("results") / "bundles" / run_id
-    export_bundle(model, vecnorm, cfg, out, run_id=run_id)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_artifacts(str(out), "bundle")
-    return out
-
-
-def resolve_policy(bundle_or_run: str, tracking_uri: str | None = None) -> PolicyBundle:
-    """A bundle directory, or a run id (its exported bundle, exported now if there is none)."""
-    path = Path(bundle_or_run)
-    if (path / MANIFEST).exists():
-        return PolicyBundle(path)
-    if path.exists():
-        raise BundleError(f"{path}: not a policy bundle (no {MANIFEST})")
-    default = Path("results") / "bundles" / bundle_or_run
-    if (default / MANIFEST).exists():
-        return PolicyBundle(default)
-    out = Path(tempfile.mkdtemp(prefix="vvho-bundle-")) / bundle_or_run
-    return PolicyBundle(export_run(bundle_or_run, out, tracking_uri))
+def training_seed_overlap(bundle: PolicyBundle, scenario: str | None, seeds: Sequence[int]) -> list[int]:
+    """Evaluation seeds that also seeded the bundle's training envs on the same scenario (so the
+    evaluation is not held out)."""
+    m = bundle.manifest
+    if scenario not in (None, m["scenario"]):
+        return []
+    trained = set(m.get("training_seeds") or ())
+    return sorted(s for s in seeds if s in trained)
 
 
 def summarise(results: Sequence[EpisodeResult]) -> dict[str, float]:

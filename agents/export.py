@@ -22,9 +22,9 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
 from agents.bundle import FORMAT_VERSION, GRAPH, MANIFEST, sha256_file
-from vvho.config import ExperimentConfig
-from vvho.tracking import package_versions
-from vvho_env.env import FEATURES
+from agents.config import TrainingConfig
+from vvho_env.env import FEATURES, acting_knobs
+from vvho_env.provenance import package_versions
 from vvho_env.scenarios import load_scenario
 
 
@@ -107,11 +107,9 @@ def _export_onnx(module: nn.Module, recurrent: dict[str, Any] | None, obs_size: 
                           dynamic_axes=axes, opset_version=17, dynamo=False)
 
 
-def export_bundle(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: ExperimentConfig, out_dir: Path,
+def export_bundle(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: TrainingConfig, out_dir: Path,
                   run_id: str | None = None, knob_names: tuple[str, ...] | None = None) -> Path:
     """Write the bundle for `model` into `out_dir` (replaced atomically if it exists)."""
-    from vvho_env.env import acting_knobs
-
     sc = load_scenario(cfg.env.scenario)
     names = knob_names or acting_knobs(sc.host_profile, cfg.env.knob_names)
     obs_space = model.observation_space
@@ -144,6 +142,7 @@ def export_bundle(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: Exper
             "action_low": np.asarray(space.low, dtype=float).tolist(),
             "action_high": np.asarray(space.high, dtype=float).tolist(),
             "history": cfg.env.history,
+            "training_seeds": list(cfg.train.training_seeds),
             "features": list(FEATURES),
             "obs_size": obs_size,
             "obs_layout": f"{cfg.env.history} windows x {len(FEATURES)} features (oldest first), "

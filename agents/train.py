@@ -1,22 +1,27 @@
-"""Train an SB3 agent on the VVHO simulator, tracked in MLflow, checkpointed, resumable.
+"""Train an SB3 agent on the VVHO simulator: checkpointed, resumable, reporting to a Tracker.
 
-``train(cfg) -> run_id`` starts a run; ``resume(run_id) -> run_id`` continues one after a kill from
-its last checkpoint, in the same MLflow run (the step count and VecNormalize statistics carry on).
-Training metrics reach MLflow through SB3's logger (``MLflowOutputFormat``); evaluations on
-held-out seeds log ``eval/objective``, ``latency/p99_us`` and ``cpu/vm_cores``.
+``train(cfg, tracker, root)`` trains from scratch into the checkpoint folder `root`; ``resume(cfg,
+tracker, root)`` continues from its last checkpoint (the step count and VecNormalize statistics carry
+on). Training metrics reach the tracker through SB3's logger (``TrackerOutputFormat``); evaluations on
+held-out seeds log ``eval/objective``, ``latency/p99_us`` and ``cpu/vm_cores``. A stop request (the
+caller sets `stop`, e.g. on Ctrl-C) ends training at the next env step with a checkpoint and raises
+KeyboardInterrupt from there, outside any write to the tracker; a KeyboardInterrupt that arrives
+anyway also writes a checkpoint first. Either way a resume loses nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import pickle
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -26,18 +31,14 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.algorithms import build_model, load_model
 from agents.checkpoint import latest_checkpoint, save_checkpoint
-from agents.mlflow_output import MLflowOutputFormat
+from agents.config import TrainingConfig
+from agents.tracker import Tracker
+from agents.tracker_output import TrackerOutputFormat
 from agents.vec_env import make_vec_env
-from vvho.config import ConfigError, ExperimentConfig, dump_config, parse_config
-from vvho.tracking import DEFAULT_URI, RESULTS, git_commit, package_versions, run_name
 from vvho_env.env import VVHOVectorEnv
 from vvho_env.scenarios import load_scenario
 
-CONFIG_ARTIFACT = "config.yaml"
-
-
-class RunNotFound(LookupError):
-    """No MLflow run with that id in the tracking store."""
+PROGRESS_EVERY = 256  # env steps between progress reports
 
 
 @dataclass
@@ -51,7 +52,30 @@ class EvalRecord:
     p99_timeline: list[list[float]] = field(default_factory=list)
 
 
-def evaluate_model(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: ExperimentConfig,
+@dataclass(frozen=True)
+class TrainProgress:
+    """What a progress display shows while training runs."""
+
+    steps: int
+    total: int
+    steps_per_s: float
+    p99_us: float  # mean over the last steps of the training envs
+    vm_cpu: float
+    eval_objective: float | None  # of the last evaluation on the held-out seeds
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    num_timesteps: int
+    steps_this_session: int
+    wall_s: float  # of all training sessions of the run
+    final_objective: float
+
+
+ProgressFn = Callable[[TrainProgress], None]
+
+
+def evaluate_model(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: TrainingConfig,
                    seeds: list[int]) -> EvalRecord:
     """Deterministic policy on the nominal scenario, one episode per seed, all seeds in one batch."""
     env = VVHOVectorEnv(len(seeds), cfg.env.scenario, knob_names=cfg.env.knob_names,
@@ -77,13 +101,15 @@ def evaluate_model(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: Expe
 class EvalAndCheckpoint(BaseCallback):
     """Every `eval_every` steps: evaluate on held-out seeds; every `checkpoint_every`: checkpoint."""
 
-    def __init__(self, cfg: ExperimentConfig, root: Path, vecnorm: VecNormalize | None,
-                 history: list[EvalRecord]) -> None:
+    def __init__(self, cfg: TrainingConfig, root: Path, vecnorm: VecNormalize | None,
+                 history: list[EvalRecord], wall_before: float) -> None:
         super().__init__()
         self.cfg = cfg
         self.root = root
         self.vecnorm = vecnorm
         self.history = history
+        self.wall_before = wall_before  # training wall time of earlier sessions of this run
+        self.t0 = time.perf_counter()
         self._next_eval = 0
         self._next_ckpt = 0
 
@@ -111,19 +137,34 @@ class EvalAndCheckpoint(BaseCallback):
         self.logger.dump(self.model.num_timesteps)
         return rec
 
+    @property
+    def wall_s(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t0
+
     def checkpoint(self) -> None:
         save_checkpoint(self.root, self.model, self.vecnorm,
-                        {"eval_history": [_rec_dict(r) for r in self.history]})
+                        {"eval_history": [_rec_dict(r) for r in self.history], "train_wall_s": self.wall_s})
 
 
-class ProgressBar(BaseCallback):
-    """tqdm bar over env steps with live steps/s, p99 and CPU of the last steps, last eval objective."""
+class StopWhenAsked(BaseCallback):
+    """Ends model.learn() at the next step once `stop` is set."""
 
-    def __init__(self, total: int, history: list[EvalRecord]) -> None:
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def _on_step(self) -> bool:
+        return not self.stop.is_set()
+
+
+class ProgressReport(BaseCallback):
+    """Reports steps, steps/s, p99 and CPU of the last steps and the last eval objective to `report`."""
+
+    def __init__(self, total: int, history: list[EvalRecord], report: ProgressFn) -> None:
         super().__init__()
         self.total = total
         self.history = history
-        self._bar: Any = None
+        self.report = report
         self._p99: list[float] = []
         self._cpu: list[float] = []
         self._last = 0
@@ -131,56 +172,36 @@ class ProgressBar(BaseCallback):
         self._n0 = 0
 
     def _on_training_start(self) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=self.total, initial=self.model.num_timesteps, unit="step", dynamic_ncols=True)
-        self._last = self.model.num_timesteps
-        self._n0 = self._last
+        self._last = self._n0 = self.model.num_timesteps
         self._t0 = time.perf_counter()
+        self._emit(self._n0)
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):
             self._p99.append(info.get("p99_us", math.nan))
             self._cpu.append(info.get("vm_cpu", math.nan))
         n = self.model.num_timesteps
-        if n - self._last >= 256 or n >= self.total:
-            p99 = np.nanmean(self._p99[-256:]) if self._p99 else math.nan
-            cpu = np.nanmean(self._cpu[-256:]) if self._cpu else math.nan
-            sps = (n - self._n0) / max(time.perf_counter() - self._t0, 1e-9)
-            post = {"SPS": f"{sps:,.0f}", "p99_us": f"{p99:,.0f}", "cpu": f"{cpu:.2f}"}
-            if self.history:
-                post["eval_J"] = f"{self.history[-1].objective:.3f}"
-            self._bar.set_postfix(post, refresh=False)
-            self._bar.update(n - self._last)
+        if n - self._last >= PROGRESS_EVERY or n >= self.total:
+            self._emit(n)
             self._last = n
-            self._p99 = self._p99[-256:]
-            self._cpu = self._cpu[-256:]
+            self._p99 = self._p99[-PROGRESS_EVERY:]
+            self._cpu = self._cpu[-PROGRESS_EVERY:]
         return True
 
-    def _on_training_end(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+    def _emit(self, n: int) -> None:
+        recent_p99 = [v for v in self._p99[-PROGRESS_EVERY:] if math.isfinite(v)]
+        recent_cpu = [v for v in self._cpu[-PROGRESS_EVERY:] if math.isfinite(v)]
+        sps = (n - self._n0) / max(time.perf_counter() - self._t0, 1e-9)
+        self.report(TrainProgress(n, self.total, sps, float(np.mean(recent_p99)) if recent_p99 else math.nan,
+                                  float(np.mean(recent_cpu)) if recent_cpu else math.nan,
+                                  self.history[-1].objective if self.history else None))
 
 
 def _rec_dict(r: EvalRecord) -> dict[str, Any]:
     return {"num_timesteps": r.num_timesteps, "objective": r.objective, "p99_us": r.p99_us, "vm_cpu": r.vm_cpu}
 
 
-def _flat_params(cfg: ExperimentConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            out[prefix] = node
-
-    walk("", cfg.model_dump(mode="json"))
-    return out
-
-
-def _make_envs(cfg: ExperimentConfig, vecnorm_path: Path | None) -> tuple[VecEnv, VecNormalize]:
+def _make_envs(cfg: TrainingConfig, vecnorm_path: Path | None) -> tuple[VecEnv, VecNormalize]:
     t = cfg.train
     venv = make_vec_env(cfg.env, t.n_envs, t.vec_env, t.seed)
     if vecnorm_path is not None:
@@ -191,14 +212,6 @@ def _make_envs(cfg: ExperimentConfig, vecnorm_path: Path | None) -> tuple[VecEnv
         vecnorm = VecNormalize(venv, norm_obs=vn.norm_obs, norm_reward=vn.norm_reward, clip_obs=vn.clip_obs,
                                clip_reward=vn.clip_reward, gamma=cfg.agent.gamma)
     return venv, vecnorm
-
-
-def _set_tracking(uri: str | None) -> str:
-    if uri is None:
-        RESULTS.mkdir(exist_ok=True)
-    resolved = uri or DEFAULT_URI
-    mlflow.set_tracking_uri(resolved)
-    return resolved
 
 
 def _plots(history: list[EvalRecord], slo_us: float, out: Path) -> list[Path]:
@@ -237,119 +250,70 @@ def _plots(history: list[EvalRecord], slo_us: float, out: Path) -> list[Path]:
     return paths
 
 
-def _learn(cfg: ExperimentConfig, model: BaseAlgorithm, vecnorm: VecNormalize, root: Path,
-           history: list[EvalRecord], show_progress: bool) -> None:
-    model.set_logger(Logger(folder=None, output_formats=[MLflowOutputFormat()]))
-    evals = EvalAndCheckpoint(cfg, root, vecnorm, history)
+def _learn(cfg: TrainingConfig, model: BaseAlgorithm, vecnorm: VecNormalize, root: Path, tracker: Tracker,
+           history: list[EvalRecord], wall_before: float, progress: ProgressFn | None,
+           stop: threading.Event | None) -> TrainResult:
+    model.set_logger(Logger(folder=None, output_formats=[TrackerOutputFormat(tracker)]))
+    evals = EvalAndCheckpoint(cfg, root, vecnorm, history, wall_before)
     callbacks: list[BaseCallback] = [evals]
-    if show_progress:
-        callbacks.append(ProgressBar(cfg.train.total_timesteps, history))
+    if stop is not None:
+        callbacks.append(StopWhenAsked(stop))
+    if progress is not None:
+        callbacks.append(ProgressReport(cfg.train.total_timesteps, history, progress))
     remaining = cfg.train.total_timesteps - model.num_timesteps
-    t0 = time.perf_counter()
     n0 = model.num_timesteps
+    t0 = time.perf_counter()
     if remaining > 0:
-        # on-policy algorithms log every rollout; off-policy ones every episode (all envs end together)
-        model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=n0 == 0, log_interval=1)
-    wall = time.perf_counter() - t0
+        try:
+            # on-policy algorithms log every rollout; off-policy ones every episode (all envs end together)
+            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=n0 == 0, log_interval=1)
+        except KeyboardInterrupt:
+            evals.checkpoint()
+            raise
+        if stop is not None and stop.is_set() and model.num_timesteps < cfg.train.total_timesteps:
+            evals.checkpoint()
+            raise KeyboardInterrupt
+    session = time.perf_counter() - t0
+    steps = int(model.num_timesteps) - n0
     evals.init_callback(model)
     if not history or history[-1].num_timesteps != model.num_timesteps:
         evals.evaluate()
     evals.checkpoint()
-    mlflow.log_metrics({"train/wall_s": wall, "SPS": (model.num_timesteps - n0) / max(wall, 1e-9),
-                        "eval/final_objective": history[-1].objective}, step=int(model.num_timesteps))
+    metrics = {"eval/final_objective": history[-1].objective, "train/wall_s": evals.wall_s}
+    if steps > 0:  # a session that trained nothing has no speed to report
+        metrics["SPS"] = steps / max(session, 1e-9)
+    tracker.log_metrics(metrics, step=int(model.num_timesteps))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for p in _plots(history, load_scenario(cfg.env.scenario).slo_us, out):
-            mlflow.log_artifact(str(p), "plots")
+            tracker.log_artifact(p, "plots")
         (out / "eval_history.json").write_text(json.dumps([_rec_dict(r) for r in history], indent=1))
-        mlflow.log_artifact(str(out / "eval_history.json"))
+        tracker.log_artifact(out / "eval_history.json")
         model.save(out / "model.zip")
         vecnorm.save(str(out / "vecnormalize.pkl"))
-        mlflow.log_artifact(str(out / "model.zip"), "model")
-        mlflow.log_artifact(str(out / "vecnormalize.pkl"), "model")
-    mlflow.set_tag("training_state", "finished")
+        tracker.log_artifact(out / "model.zip", "model")
+        tracker.log_artifact(out / "vecnormalize.pkl", "model")
+    return TrainResult(int(model.num_timesteps), steps, evals.wall_s, history[-1].objective)
 
 
-def train(cfg: ExperimentConfig, show_progress: bool | None = None) -> str:
-    """Train per `cfg`, tracked in MLflow; returns the run id."""
+def train(cfg: TrainingConfig, tracker: Tracker, root: Path, progress: ProgressFn | None = None,
+          stop: threading.Event | None = None) -> TrainResult:
+    """Train per `cfg` from scratch, checkpointing into `root` and reporting to `tracker`."""
     torch.set_num_threads(cfg.train.torch_threads)
-    _set_tracking(cfg.tracking.uri)
-    mlflow.set_experiment(cfg.tracking.experiment)
-    sc = load_scenario(cfg.env.scenario)
-    name = run_name(sc.id, cfg.algorithm, cfg.train.seed)
     _, vecnorm = _make_envs(cfg, None)
     try:
         model = build_model(cfg, vecnorm)
-        with mlflow.start_run(run_name=name) as run:
-            root = Path(cfg.tracking.checkpoint_dir) / run.info.run_id
-            mlflow.set_tags({
-                "git_commit": git_commit(), "scenario": sc.id, "host_profile": sc.host_profile,
-                "method": cfg.algorithm, "seed": str(cfg.train.seed),
-                "eval_seeds": ",".join(map(str, cfg.train.eval_seeds)),
-                "checkpoint_dir": str(root.resolve()), "training_state": "running",
-                **{f"version.{k}": v for k, v in package_versions().items()},
-            })
-            mlflow.log_params({k: str(v)[:500] for k, v in _flat_params(cfg).items()})
-            mlflow.log_text(dump_config(cfg), CONFIG_ARTIFACT)
-            _learn(cfg, model, vecnorm, root, [], cfg.train.progress_bar if show_progress is None else show_progress)
-            return str(run.info.run_id)
+        return _learn(cfg, model, vecnorm, root, tracker, [], 0.0, progress, stop)
     finally:
         vecnorm.close()
 
 
-def run_config(run_id: str, tracking_uri: str | None = None) -> ExperimentConfig:
-    """The config a run was trained with (from its MLflow artifact)."""
-    _set_tracking(tracking_uri)
-    client = mlflow.MlflowClient()
-    try:
-        client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise RunNotFound(f"no MLflow run {run_id!r} in {mlflow.get_tracking_uri()}") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
-        except (mlflow.exceptions.MlflowException, OSError):
-            raise RunNotFound(f"run {run_id} has no {CONFIG_ARTIFACT}: not a `vvho train` run") from None
-        import yaml
-
-        return parse_config(yaml.safe_load(Path(path).read_text()), f"run {run_id}/{CONFIG_ARTIFACT}")
-
-
-def checkpoint_root(run_id: str, tracking_uri: str | None = None) -> Path:
-    _set_tracking(tracking_uri)
-    run = mlflow.MlflowClient().get_run(run_id)
-    tag = run.data.tags.get("checkpoint_dir")
-    if not tag:
-        raise RunNotFound(f"run {run_id} has no checkpoint_dir tag: not a `vvho train` run")
-    return Path(tag)
-
-
-def load_trained(run_id: str, tracking_uri: str | None = None,
-                 env: VecEnv | None = None) -> tuple[ExperimentConfig, BaseAlgorithm, VecNormalize | None]:
-    """Config, model and VecNormalize statistics of a run's latest checkpoint (no env attached)."""
-    cfg = run_config(run_id, tracking_uri)
-    ckpt = latest_checkpoint(checkpoint_root(run_id, tracking_uri))
-    model = load_model(cfg.algorithm, str(ckpt.model), env, cfg.train.device)
-    vecnorm = None
-    if ckpt.vecnormalize is not None:
-        import pickle
-
-        with ckpt.vecnormalize.open("rb") as f:
-            vecnorm = pickle.load(f)
-        assert isinstance(vecnorm, VecNormalize)
-        vecnorm.training = False
-    return cfg, model, vecnorm
-
-
-def resume(run_id: str, tracking_uri: str | None = None, show_progress: bool | None = None) -> str:
-    """Continue a run from its last checkpoint in the same MLflow run; returns the run id."""
+def resume(cfg: TrainingConfig, tracker: Tracker, root: Path, progress: ProgressFn | None = None,
+           stop: threading.Event | None = None) -> TrainResult:
+    """Continue training from the last checkpoint in `root`."""
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-    cfg = run_config(run_id, tracking_uri)
-    if tracking_uri is not None and cfg.tracking.uri != tracking_uri:
-        cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"uri": tracking_uri})})
     torch.set_num_threads(cfg.train.torch_threads)
-    root = checkpoint_root(run_id, tracking_uri)
     ckpt = latest_checkpoint(root)
     _, vecnorm = _make_envs(cfg, ckpt.vecnormalize)
     try:
@@ -360,14 +324,21 @@ def resume(run_id: str, tracking_uri: str | None = None, show_progress: bool | N
         model._last_obs = None
         history = [EvalRecord(r["num_timesteps"], r["objective"], r["p99_us"], r["vm_cpu"])
                    for r in ckpt.state.get("eval_history", [])]
-        _set_tracking(cfg.tracking.uri)
-        with mlflow.start_run(run_id=run_id):
-            mlflow.set_tags({"training_state": "running", "resumed_from_step": str(ckpt.num_timesteps)})
-            _learn(cfg, model, vecnorm, root, history,
-                   cfg.train.progress_bar if show_progress is None else show_progress)
-        return run_id
+        return _learn(cfg, model, vecnorm, root, tracker, history, float(ckpt.state.get("train_wall_s", 0.0)),
+                      progress, stop)
     finally:
         vecnorm.close()
 
 
-__all__ = ["ConfigError", "EvalRecord", "RunNotFound", "evaluate_model", "load_trained", "resume", "train"]
+def load_trained(cfg: TrainingConfig, root: Path,
+                 env: VecEnv | None = None) -> tuple[BaseAlgorithm, VecNormalize | None]:
+    """Model and VecNormalize statistics of the latest checkpoint in `root` (no env attached)."""
+    ckpt = latest_checkpoint(root)
+    model = load_model(cfg.algorithm, str(ckpt.model), env, cfg.train.device)
+    vecnorm = None
+    if ckpt.vecnormalize is not None:
+        with ckpt.vecnormalize.open("rb") as f:
+            vecnorm = pickle.load(f)
+        assert isinstance(vecnorm, VecNormalize)
+        vecnorm.training = False
+    return model, vecnorm

@@ -17,8 +17,8 @@ import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from vvho.config import EnvConfig
 from vvho_env.env import VVHOEnv, VVHOVectorEnv
+from vvho_env.env_config import EnvConfig
 
 
 class BatchedVecEnv(VecEnv):

@@ -14,6 +14,7 @@ from baselines.gradient import ESTIMATORS, MODES, GDConfig, GradientDescent
 from baselines.random_search import RandomConfig, RandomSearch
 from baselines.static import static_default
 from baselines.tuner import Tuner
+from vvho_env.errors import VVHOError
 
 METHODS = ("static-default", "expert", "random", "gd", "bo", "oracle")
 LIVE_METHODS = METHODS[:5]  # a live host has no oracle
@@ -21,7 +22,7 @@ ALIASES = {"gradient": "gd", "bayes": "bo", "optuna": "bo", "default": "static-d
 TUNED = ("random", "gd", "bo")  # methods with hyperparameters of their own
 
 
-class MethodError(ValueError):
+class MethodError(VVHOError, ValueError):
     """Unknown method or an option it does not accept."""
 
 

@@ -1,6 +1,6 @@
 """Run one baseline through the shared harness: tune on a budget of measurement windows, then evaluate.
 
-Protocol (the same for every method, see DESIGN.md "One objective, one budget, one oracle"):
+Protocol (the same for every method; docs/concepts.md describes the budget and the reference):
 
 - Tuning: the tuner drives one running episode of the scenario for ``budget`` consecutive windows
   (env steps), seed ``seed``: no resets between probes, no reused seeds, no noise-free replays.

@@ -1,4 +1,4 @@
-"""Adaptivity must matter (DESIGN.md): per scenario, the best per-phase settings against the best single
+"""Adaptivity must matter (docs/concepts.md): per scenario, the best per-phase settings against the best single
 static setting, found by the same search on the same objective and seeds. At least four scenarios
 show a >= 1.3x objective gap, and the control scenario (steady-low-v0) shows <= 1.05x.
 

@@ -1,47 +1,73 @@
-"""The `vvho` command line."""
+"""The `vvho` command line: the app, the one way commands are mounted, and errors as one line.
+
+Every command module defines ``register(app)`` and is listed in ``COMMAND_MODULES``. Any ``VVHOError``
+a command raises becomes one line per problem on stderr and exit code 2; a usage error (a bad option
+value) is one line too; Ctrl-C exits with 130. Other exceptions are bugs and keep their traceback.
+"""
 
 from __future__ import annotations
 
+import importlib
 import math
-from typing import Annotated
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
+from vvho import ui
 from vvho_env import knobs
+from vvho_env.errors import VVHOError
 from vvho_env.objective import objective_for
-from vvho_env.scenarios import DEFAULT_SCENARIO, ScenarioError, catalogue, load_scenario
+from vvho_env.scenarios import DEFAULT_SCENARIO, ScenarioError, load_scenario
 from vvho_env.types import ApplyRejected, Telemetry
 
-app = typer.Typer(help="VVHO: tune virtualized hosts for low tail latency with reinforcement learning.",
+# Each defines register(app: typer.Typer).
+COMMAND_MODULES = ("vvho.cli_catalogue", "vvho.cli_mission", "vvho.cli_agents", "vvho.cli_runs",
+                   "vvho.cli_baselines", "vvho.cli_live")
+
+
+class VVHOGroup(TyperGroup):
+    """Turns user errors into one line each (exit 2) and usage errors into one line (click's exit code)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VVHOError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                ui.error_line(line)
+            raise typer.Exit(2) from None
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                                windows_expand_args=windows_expand_args, **extra)
+        except typer.TyperException as exc:  # typer's click: usage errors, bad option values
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            ui.error_line(" ".join(message.split()) + where)
+            code = int(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            ui.error_line("interrupted")
+            code = 130
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=VVHOGroup, help="VVHO: tune virtualized hosts for low tail latency with reinforcement learning.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console(width=180)
+console = Console(width=180)  # the simulate and calibrate tables; they move to vvho.ui.print_table with their rework
 
 
 def _fail(msg: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {msg}")
     return typer.Exit(code=2)
-
-
-@app.command("scenarios")
-def scenarios_cmd() -> None:
-    """List the scenario catalogue."""
-    t = Table("id", "host profile", "SLO (us)", "phases", "steps", "description")
-    for sc in catalogue().values():
-        t.add_row(sc.id, sc.host_profile, f"{sc.slo_us:g}", ", ".join(p.name for p in sc.phases),
-                  str(sc.episode_intervals), sc.description)
-    console.print(t)
-
-
-@app.command("knobs")
-def knobs_cmd() -> None:
-    """Show the knob registry: group, type, range, default, scope, change cost, setters."""
-    t = Table("knob", "group", "type", "accepted", "default", "scope", "change", "backends")
-    for k in knobs.KNOBS:
-        t.add_row(k.name, k.group.value, k.kind, k.accepted(), repr(k.default), k.scope, k.change_cost.value,
-                  ", ".join(k.setters))
-    console.print(t)
 
 
 def telemetry_table(rows: list[tuple[int, str, Telemetry, float]]) -> Table:
@@ -97,22 +123,6 @@ def simulate(
 
 
 @app.command()
-def run(
-    seed: Annotated[int, typer.Option(help="seed of training, tuning and the evaluation seeds")] = 0,
-    steps: Annotated[int, typer.Option(min=1, help="measurement windows (env steps) for PPO and for gradient descent")]
-    = 65_536,
-    eval_episodes: Annotated[int, typer.Option(min=1, help="held-out evaluation episodes per method")] = 3,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: results/mlflow.db)")] = None,
-) -> None:
-    """The main job on the embedded defaults: train PPO on the default scenario, run the article's
-    gradient descent with the same budget, evaluate both and static-default on held-out seeds, and
-    compare them with the oracle, all tracked in the local MLflow store."""
-    from vvho.mission import run_mission
-
-    run_mission(seed=seed, steps=steps, eval_episodes=eval_episodes, tracking_uri=tracking_uri, console=console)
-
-
-@app.command()
 def calibrate() -> None:
     """Run the calibration fixtures and compare with the published figures."""
     from vvho_env.sim import calibration as C
@@ -125,32 +135,12 @@ def calibrate() -> None:
     console.print(t)
 
 
-def _mount_live() -> None:
-    """The live testbed commands need libvirt-python; without it they say how to get it."""
-    try:
-        from vvho.cli_live import host_app, testbed_app
-    except ImportError as exc:
-        missing = str(exc)
-
-        def unavailable() -> None:
-            raise _fail(f"the live backend needs libvirt-python ({missing}); install it with "
-                        "`make testbed-deps` (apt libvirt-dev + pkg-config, then pip install libvirt-python)")
-
-        testbed_app = typer.Typer(help="(unavailable: libvirt-python missing)")
-        host_app = typer.Typer(help="(unavailable: libvirt-python missing)")
-        testbed_app.command("build")(unavailable)
-        host_app.command("check")(unavailable)
-    app.add_typer(testbed_app, name="testbed")
-    app.add_typer(host_app, name="host")
+def mount(target: typer.Typer, module: str) -> None:
+    importlib.import_module(module).register(target)
 
 
-_mount_live()
-
-# Command modules register themselves here (each defines register(app)).
-__import__("vvho.cli_agents").cli_agents.register(app)
-from vvho import cli_baselines  # noqa: E402
-
-cli_baselines.register(app)
+for _module in COMMAND_MODULES:
+    mount(app, _module)
 
 if __name__ == "__main__":
     app()

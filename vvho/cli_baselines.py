@@ -80,7 +80,8 @@ def _log_mlflow(report: Any, uri: str | None) -> None:
             "hparams_source": str(report.hparams.get("source", "defaults"))}
     if out.storage is not None:
         tags["optuna_storage"] = str(out.storage.resolve())
-    with tracked_run("vvho-baselines", run_name(cfg.scenario.id, out.label, cfg.seed), params, uri=uri, tags=tags):
+    with tracked_run("vvho-baselines", run_name(cfg.scenario.id, out.label, cfg.seed), params, uri=uri, tags=tags,
+                     results_dir=cfg.results_dir):
         for step, row in enumerate(out.trace):
             if "objective" in row:
                 mlflow.log_metrics({"tune/objective": row["objective"], "tune/p99_us": _finite(row["p99_us"]),

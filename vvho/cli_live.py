@@ -142,3 +142,8 @@ def check(
         typer.echo(f"{k:20s} {val}")
     if not ok:
         raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(testbed_app, name="testbed")
+    app.add_typer(host_app, name="host")

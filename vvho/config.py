@@ -1,238 +1,219 @@
-"""Experiment configs: YAML files in configs/ validated by the pydantic models below.
+"""Experiment files: loading, ``--set`` overrides, the shipped configs and the JSON schema.
 
-One file per algorithm and scenario family. Every field carries its help text; unknown fields are
-rejected; errors name the file and the dotted field path. ``--set section.field=value`` overrides any
-field (the value is parsed as YAML, so ``1e-4``, ``[64, 64]`` and ``true`` work).
-``vvho.config.write_schema()`` exports the JSON schema that editors use (configs/schema.json).
+An experiment file has the sections of ``agents.config.TrainingConfig`` (env, agent, train) and a
+tracking section. The models live with what they configure; this module reads YAML, applies
+``--set section.field=value`` overrides (values parsed as YAML, so ``1e-4``, ``[64, 64]`` and ``true``
+work), and turns every validation failure into one line per field naming the file (or the ``--set``
+that gave the value), the dotted field path and what is accepted. It imports no torch or MLflow, so a
+typo is reported in about a second.
+
+The configs shipped with the package (``vvho/configs``) can be named without a path:
+``--config ppo_diurnal``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator
 
-from vvho_env.scenarios import ScenarioError, load_scenario
+from agents.config import AGENT_MODELS, ALGORITHMS, DEFAULT_ALGORITHM, TrainingConfig, carried_over
+from vvho_env.config_base import StrictModel, field_errors
+from vvho_env.errors import VVHOError, did_you_mean
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(str(resources.files("vvho") / "configs"))
 SCHEMA_PATH = CONFIG_DIR / "schema.json"
-ALGORITHMS = ("ppo", "recurrent_ppo", "a2c", "sac", "td3")
+SECTIONS = ("env", "agent", "train", "tracking")
+# MLflow's tracking stores by URI scheme (a SQLAlchemy driver may follow a '+', e.g. postgresql+psycopg2)
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file and the field."""
+class ConfigError(VVHOError, ValueError):
+    """A config that cannot be used; the message names the file (or --set) and the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def check_tracking_uri(uri: str) -> str:
+    """The URI if MLflow can open a store from it; else ValueError saying which forms are accepted."""
+    scheme = urlsplit(uri).scheme.split("+")[0].lower()
+    if scheme not in TRACKING_SCHEMES:
+        raise ValueError(f"scheme {scheme or '(none)'!r}{did_you_mean(scheme, TRACKING_SCHEMES)} is not an MLflow "
+                         "tracking store")
+    if scheme == "sqlite" and not uri.startswith("sqlite:///"):
+        raise ValueError("a SQLite store is written sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    return uri
 
 
-class EnvConfig(_Strict):
-    """The environment the agent trains on (always the simulator; live hosts only deploy)."""
-
-    scenario: str = Field("diurnal-noisy-v0", description="scenario id (see `vvho scenarios`); its host "
-                          "profile decides which knobs the policy acts on")
-    knob_names: list[str] | None = Field(None, description="knobs to act on; default: every live knob the "
-                                         "scenario's host profile can set")
-    action_mode: Literal["absolute", "delta"] = Field("absolute", description="set knob values, or move them")
-    delta_step: float = Field(0.25, gt=0, le=2, description="delta mode: largest move per step on [-1, 1]")
-    history: int = Field(4, ge=1, le=32, description="measurement windows stacked in each observation")
-    max_steps: int | None = Field(None, ge=1, description="episode length; default: the scenario's")
-    randomise: bool = Field(False, description="domain randomisation over the scenario's parameters")
-
-    @model_validator(mode="after")
-    def _known_scenario(self) -> EnvConfig:
-        try:
-            load_scenario(self.scenario)
-        except ScenarioError as exc:
-            raise ValueError(str(exc)) from None
-        return self
+_URI_ACCEPTED = (f"an MLflow tracking URI with scheme {', '.join(TRACKING_SCHEMES)} (e.g. sqlite:///runs/mlflow.db, "
+                 "http://host:5000), or null for the results directory's own store")
 
 
-class _AgentBase(_Strict):
-    learning_rate: float = Field(3e-4, gt=0, description="optimiser step size")
-    gamma: float = Field(0.9, gt=0, le=1, description="discount factor")
-    net_arch: list[int] = Field([64, 64], min_length=1, description="hidden layer sizes of actor and critic")
-    activation: Literal["tanh", "relu"] = Field("tanh", description="hidden layer activation")
+class TrackingConfig(StrictModel):
+    uri: str | None = Field(None, description="MLflow tracking URI; default: the results directory's mlflow.db",
+                            json_schema_extra={"accepted": _URI_ACCEPTED})
+    experiment: str = Field("vvho-agents", min_length=1, max_length=256, description="MLflow experiment name")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_tracking_uri(value)
 
 
-class _OnPolicy(_AgentBase):
-    n_steps: int = Field(128, ge=1, description="steps per env between updates")
-    gae_lambda: float = Field(0.95, gt=0, le=1, description="GAE bias/variance trade-off")
-    ent_coef: float = Field(0.0, ge=0, description="entropy bonus weight")
-    vf_coef: float = Field(0.5, ge=0, description="value loss weight")
-    max_grad_norm: float = Field(0.5, gt=0, description="gradient clipping norm")
-    log_std_init: float = Field(-0.5, description="initial log std of the Gaussian policy")
-
-
-class PPOConfig(_OnPolicy):
-    algorithm: Literal["ppo"] = "ppo"
-    batch_size: int = Field(256, ge=2, description="minibatch size")
-    n_epochs: int = Field(10, ge=1, description="passes over each rollout")
-    clip_range: float = Field(0.2, gt=0, description="PPO clipping range")
-
-
-class RecurrentPPOConfig(PPOConfig):
-    algorithm: Literal["recurrent_ppo"] = "recurrent_ppo"  # type: ignore[assignment]
-    lstm_hidden_size: int = Field(64, ge=1, description="LSTM hidden units")
-    n_lstm_layers: int = Field(1, ge=1, description="stacked LSTM layers")
-
-
-class A2CConfig(_OnPolicy):
-    algorithm: Literal["a2c"] = "a2c"
-    n_steps: int = Field(16, ge=1, description="steps per env between updates")
-    normalize_advantage: bool = Field(False, description="normalise advantages per update")
-
-
-class _OffPolicy(_AgentBase):
-    buffer_size: int = Field(100_000, ge=100, description="replay buffer capacity (transitions)")
-    batch_size: int = Field(256, ge=2, description="minibatch size")
-    tau: float = Field(0.005, gt=0, le=1, description="target network soft-update rate")
-    learning_starts: int = Field(1000, ge=0, description="transitions collected before learning starts")
-    train_freq: int = Field(1, ge=1, description="vector steps between updates")
-    gradient_steps: int = Field(1, ge=-1, description="gradient steps per update (-1: as many as env steps)")
-    net_arch: list[int] = Field([256, 256], min_length=1, description="hidden layer sizes of actor and critic")
-    activation: Literal["tanh", "relu"] = Field("relu", description="hidden layer activation")
-
-
-class SACConfig(_OffPolicy):
-    algorithm: Literal["sac"] = "sac"
-    ent_coef: str | float = Field("auto", description="entropy weight, or 'auto' / 'auto_0.1' to learn it")
-
-
-class TD3Config(_OffPolicy):
-    algorithm: Literal["td3"] = "td3"
-    policy_delay: int = Field(2, ge=1, description="critic updates per actor update")
-    target_policy_noise: float = Field(0.2, ge=0, description="smoothing noise on target actions")
-    target_noise_clip: float = Field(0.5, ge=0, description="clip of the target smoothing noise")
-    action_noise_std: float = Field(0.1, ge=0, description="Gaussian exploration noise (std, [-1, 1] units)")
-
-
-AgentConfig = Annotated[
-    PPOConfig | RecurrentPPOConfig | A2CConfig | SACConfig | TD3Config, Field(discriminator="algorithm")
-]
-
-
-class VecNormalizeConfig(_Strict):
-    norm_obs: bool = Field(True, description="normalise observations with running statistics")
-    norm_reward: bool = Field(True, description="scale rewards by the running return std")
-    clip_obs: float = Field(10.0, gt=0, description="clip normalised observations to +-clip_obs")
-    clip_reward: float = Field(10.0, gt=0, description="clip scaled rewards")
-
-
-class TrainConfig(_Strict):
-    total_timesteps: int = Field(200_000, ge=1, description="env steps (summed over vector envs)")
-    n_envs: int = Field(16, ge=1, description="envs stepped together")
-    vec_env: Literal["batched", "subproc"] = Field(
-        "batched", description="batched: all envs in one numba call in this process (fastest on few cores); "
-        "subproc: one VVHOEnv per worker process")
-    seed: int = Field(0, description="training seed (model init and env seeds)")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads")
-    device: Literal["cpu", "auto"] = Field("cpu", description="torch device")
-    vec_normalize: VecNormalizeConfig = VecNormalizeConfig()
-    eval_every: int = Field(20_000, ge=1, description="env steps between evaluations on held-out seeds")
-    eval_seeds: list[int] = Field([10_001, 10_002, 10_003, 10_004], min_length=1,
-                                  description="held-out seeds: never used for training")
-    checkpoint_every: int = Field(20_000, ge=1, description="env steps between checkpoints")
-    progress_bar: bool = Field(True, description="show a progress bar with live latency figures")
-
-    @model_validator(mode="after")
-    def _held_out(self) -> TrainConfig:
-        if self.seed in self.eval_seeds:
-            raise ValueError(f"train.seed {self.seed} is also an eval seed; eval seeds must be held out")
-        return self
-
-
-class TrackingConfig(_Strict):
-    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///results/mlflow.db")
-    experiment: str = Field("vvho-agents", description="MLflow experiment name")
-    checkpoint_dir: str = Field("results/checkpoints", description="where checkpoints are written")
-
-
-class ExperimentConfig(_Strict):
+class ExperimentConfig(TrainingConfig):
     """One training run: environment, agent, training loop and tracking."""
 
-    env: EnvConfig = EnvConfig()
-    agent: AgentConfig = Field(default_factory=PPOConfig, description="algorithm and its hyperparameters")
-    train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
 
-    @property
-    def algorithm(self) -> str:
-        return self.agent.algorithm
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs shipped with the package, by name (file stem)."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
 
 
-def _field_path(loc: Sequence[int | str]) -> str:
-    # pydantic puts the discriminator's tag in the location (agent.ppo.learning_rate): drop it
-    parts = [str(p) for p in loc if str(p) not in ALGORITHMS]
-    return ".".join(parts) or "<top level>"
+def resolve_config(text: str | Path) -> Path:
+    """A config file by path, or a shipped config by name (with or without .yaml)."""
+    path = Path(text)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if name in shipped and path.parent in (Path("."), Path("configs")):  # a name, or the repository's old path
+        return shipped[name]
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; accepted: a YAML experiment file or a shipped config name")
+    raise ConfigError(f"{path}: no such file{did_you_mean(name, shipped)}; accepted: a YAML experiment file or a "
+                      f"shipped config: {', '.join(shipped)} (see `vvho configs`)")
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        msg = err["msg"]
-        if err["type"] == "union_tag_invalid":
-            given = err.get("input")
-            name = given.get("algorithm") if isinstance(given, dict) else given
-            msg = f"unknown algorithm {name!r}; accepted: {', '.join(ALGORITHMS)}"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown field (not accepted here; see configs/schema.json)"
-        lines.append(f"{source}: field {_field_path(err['loc'])}: {msg}")
-    return "\n".join(lines)
+def _agent_algorithm(raw: dict[str, Any]) -> Any:
+    agent = raw.get("agent")
+    return agent.get("algorithm", DEFAULT_ALGORITHM) if isinstance(agent, dict) else DEFAULT_ALGORITHM
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str = "--set") -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides to a raw config dict (values parsed as YAML)."""
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], notes: list[str] | None = None) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a raw config dict (values parsed as YAML).
+
+    Switching ``agent.algorithm`` drops the file's agent fields that the new algorithm does not
+    have (each named in `notes`); fields given with --set are never dropped, so a --set that does
+    not apply is reported as an error."""
     out = json.loads(json.dumps(raw))
+    before = _agent_algorithm(out)
+    set_agent_fields = set()
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{source}: {item!r} is not accepted; expected section.field=value")
+        parts = key.strip().split(".")
+        if not sep or not all(p.strip() for p in parts):
+            raise ConfigError(f"--set {item!r}: not accepted; accepted: section.field=value, sections: "
+                              f"{', '.join(SECTIONS)}")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: value of {key} is not valid YAML: {exc}") from None
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_yaml_problem(exc)}); accepted: "
+                              "a YAML scalar or list, e.g. 1e-4, [64, 64], true") from None
         node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"{source}: field {key}: {part} is not a section")
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])} is a value, not a section")
             node = child
         node[parts[-1]] = value
+        if parts[0] == "agent" and len(parts) == 2:
+            set_agent_fields.add(parts[1])
+    after = _agent_algorithm(out)
+    agent = out.get("agent")
+    if after != before and after in ALGORITHMS and isinstance(agent, dict):
+        keep = carried_over(before, after)
+        dropped = sorted(k for k in agent if k not in keep and k not in set_agent_fields)
+        for k in dropped:
+            del agent[k]
+        if dropped and notes is not None:
+            notes.append(f"--set agent.algorithm={after}: dropped the file's {before} settings that do not apply to "
+                         f"{after}: "
+                         + ", ".join(f"agent.{k}" for k in dropped))
     return out
 
 
-def parse_config(raw: object, source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    if raw is None:
-        raw = {}
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem or 'cannot parse'}{where}"
+
+
+def source_of(path: str, source: str, overrides: Sequence[str]) -> str:
+    """The --set that gave the value at `path` (the last one wins), else the file."""
+    for item in reversed(overrides):
+        key = item.partition("=")[0].strip()
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            return f"--set {item}"
+    return source
+
+
+def parse_config(raw: object, source: str, overrides: Sequence[str] = (),
+                 notes: list[str] | None = None) -> ExperimentConfig:
+    if raw is None or raw == {} or (isinstance(raw, dict) and all(v in (None, {}) for v in raw.values())
+                                    and set(raw) <= set(SECTIONS)):
+        raise ConfigError(f"{source}: the file sets nothing; accepted: a mapping with at least one of the "
+                          f"sections {', '.join(SECTIONS)} (start from a shipped config: `vvho configs`)")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections (env, agent, train, tracking), "
-                          f"got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides)
+        raise ConfigError(f"{source}: a {type(raw).__name__} at the top level is not accepted; accepted: a mapping "
+                          f"of sections {', '.join(SECTIONS)}")
+    raw = apply_overrides(raw, overrides, notes)
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(source, exc)) from None
+        lines = []
+        for err, line in zip(exc.errors(), field_errors("", exc, ExperimentConfig), strict=True):
+            line = _tag_error(err) or _other_algorithms_field(err, raw) or line
+            path = line.split("field ", 1)[1].split(":", 1)[0] if "field " in line else ""
+            lines.append(f"{source_of(path, source, overrides)}{line}")
+        raise ConfigError("\n".join(lines)) from None
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read and validate a YAML experiment file, then apply ``--set`` overrides."""
-    p = Path(path)
+def _tag_error(err: Any) -> str | None:
+    """The one-line form of an unknown algorithm (pydantic reports it on the whole agent section)."""
+    if err["type"] != "union_tag_invalid":
+        return None
+    tag = err.get("ctx", {}).get("tag")
+    return (f": field agent.algorithm: {tag!r} not accepted{did_you_mean(str(tag), ALGORITHMS)}; accepted: one of "
+            f"{', '.join(ALGORITHMS)}")
+
+
+def _other_algorithms_field(err: Any, raw: dict[str, Any]) -> str | None:
+    """An agent field that only other algorithms have: say which, rather than 'unknown field'."""
+    loc = [str(p) for p in err["loc"] if str(p) not in ALGORITHMS]
+    if err["type"] != "extra_forbidden" or len(loc) != 2 or loc[0] != "agent":
+        return None
+    algorithm = _agent_algorithm(raw)
+    owners = [a for a in ALGORITHMS if loc[1] in AGENT_MODELS[a].model_fields]
+    if not owners:
+        return None
+    return (f": field agent.{loc[1]}: does not apply to {algorithm}; accepted here: the fields of {algorithm} "
+            f"({', '.join(AGENT_MODELS[str(algorithm)].model_fields)}); agent.{loc[1]} is a field of "
+            f"{', '.join(owners)}")
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = (), notes: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate a YAML experiment file (a path or a shipped name), then apply ``--set`` overrides."""
+    p = resolve_config(path)
     try:
         text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{p}: cannot read the config ({reason}); accepted: a readable UTF-8 YAML file") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    return parse_config(raw, str(p), overrides)
+        raise ConfigError(f"{p}: not valid YAML ({_yaml_problem(exc)}); accepted: a YAML mapping of sections "
+                          f"{', '.join(SECTIONS)}") from None
+    return parse_config(raw, str(p), overrides, notes)
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

@@ -15,6 +15,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from vvho_env import knobs
+from vvho_env.errors import VVHOError
 from vvho_env.objective import Objective, ObjectiveWeights, change_cost, objective_for
 from vvho_env.scenarios import DEFAULT_SCENARIO, Scenario, load_scenario, mean_requests_per_window
 from vvho_env.sim.backend import BatchSim, SimBackend
@@ -38,7 +39,7 @@ FEATURES = (
 OBS_CLIP = 10.0
 
 
-class ActionError(ValueError):
+class ActionError(VVHOError, ValueError):
     """An action the env cannot turn into settings (wrong shape, NaN or inf)."""
 
 

@@ -1,4 +1,4 @@
-"""The episode runner and metrics shared by tuners, agents and the host agent.
+"""The episode runner and metrics shared by the tuners and the agents.
 
 Every method runs through a VVHOEnv, so the objective, the change cost, the budget (env steps =
 measurement windows), retries and truncation are the same for all of them. A method is a

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from vvho_env.errors import VVHOError, did_you_mean
 from vvho_env.types import KnobValue, Settings
 
 SPECIAL_BAND = 0.1  # share of [-1, 1] reserved at an end for an explicit 'off' / 'unlimited' point
@@ -36,7 +37,7 @@ class ChangeCost(StrEnum):
     RESTART = "needs guest restart"  # takes effect at reset; mid-episode it costs an outage
 
 
-class KnobError(ValueError):
+class KnobError(VVHOError, ValueError):
     """Unknown knob, wrong type or out-of-range value; the message says what is accepted."""
 
 
@@ -270,7 +271,8 @@ def get(name: str) -> Knob:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KnobError(f"unknown knob {name!r}; known knobs: {', '.join(KNOB_NAMES)}") from None
+        raise KnobError(f"unknown knob {name!r}{did_you_mean(name, KNOB_NAMES)}; known knobs: "
+                       f"{', '.join(KNOB_NAMES)}") from None
 
 
 def defaults() -> Settings:

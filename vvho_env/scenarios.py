@@ -15,13 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vvho_env import knobs
+from vvho_env.errors import VVHOError, did_you_mean
 from vvho_env.sim.profiles import PROFILES
 
 CATALOGUE = Path(__file__).with_name("scenarios.yaml")
 DEFAULT_SCENARIO = "diurnal-noisy-v0"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(VVHOError, ValueError):
     """Unknown scenario id or an invalid scenario definition."""
 
 
@@ -169,7 +170,8 @@ def load_scenario(scenario: str | Scenario) -> Scenario:
         return scenario
     cat = catalogue()
     if scenario not in cat:
-        raise ScenarioError(f"unknown scenario {scenario!r}; valid ids: {', '.join(cat)}")
+        raise ScenarioError(f"unknown scenario {scenario!r}{did_you_mean(scenario, cat)}; valid ids: "
+                            f"{', '.join(cat)}")
     return cat[scenario]
 
 

@@ -1,7 +1,7 @@
 """Shared types: telemetry, the Backend protocol and the typed errors every backend raises.
 
 The Backend protocol is the one seam between the simulator and a live hypervisor: the env, the
-tuners, the agents and the host agent talk only to it.
+tuners and the agents talk only to it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+from vvho_env.errors import VVHOError
 
 if TYPE_CHECKING:
     from vvho_env.scenarios import Scenario
@@ -27,7 +29,7 @@ class Status(enum.Enum):
     FAILED = "failed"
 
 
-class BackendError(RuntimeError):
+class BackendError(VVHOError, RuntimeError):
     """Base class of all backend faults."""
 
 

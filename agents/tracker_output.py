@@ -1,17 +1,21 @@
-"""An SB3 logger output format that writes to MLflow (training metrics go through SB3's logger)."""
+"""An SB3 logger output format that writes to a Tracker (training metrics go through SB3's logger)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-import mlflow
 import numpy as np
 from stable_baselines3.common.logger import KVWriter
 
+from agents.tracker import Tracker
 
-class MLflowOutputFormat(KVWriter):
-    """Writes every numeric key of each logger dump as an MLflow metric at the dump's step."""
+
+class TrackerOutputFormat(KVWriter):
+    """Writes every finite numeric key of each logger dump as a metric at the dump's step."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]],
               step: int = 0) -> None:
@@ -25,7 +29,7 @@ class MLflowOutputFormat(KVWriter):
                 if math.isfinite(v):
                     metrics[key] = v
         if metrics:
-            mlflow.log_metrics(metrics, step=int(step))
+            self.tracker.log_metrics(metrics, step=int(step))
 
     def close(self) -> None:
         pass
