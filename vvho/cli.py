@@ -36,11 +36,15 @@ def scenarios_cmd() -> None:
 
 @app.command("knobs")
 def knobs_cmd() -> None:
-    """Show the knob registry: group, type, range, default, scope, change cost, setters."""
-    t = Table("knob", "group", "type", "accepted", "default", "scope", "change", "backends")
+    """Show the knob registry: group, type, range, default, scope, change cost, and how each backend sets
+    it (the libvirt backend's text comes from its knob drivers)."""
+    from vvho_env.live import drivers
+
+    live = drivers.setters()
+    t = Table("knob", "group", "type", "accepted", "default", "scope", "change", f"{drivers.BACKEND} sets it by")
     for k in knobs.KNOBS:
         t.add_row(k.name, k.group.value, k.kind, k.accepted(), repr(k.default), k.scope, k.change_cost.value,
-                  ", ".join(k.setters))
+                  live.get(k.name, "- (simulator only)"))
     console.print(t)
 
 

@@ -11,8 +11,10 @@
  *   "!set <name> <value>"  -> "ok <name> <value>" (read back) or "err <reason>"
  * where <name> is one of the entries of KNOB_FILES. Anything else answers "err ...".
  *
- * Usage: vvho-service [port] [bind-address] [--no-control]   (defaults: 7, 0.0.0.0)
+ * Usage: vvho-service [port] [bind-address] [--no-control] [--die-with-parent]   (defaults: 7, 0.0.0.0)
  * --no-control refuses control lines: the host-local echo must never touch the host's own sysctls.
+ * --die-with-parent: exit when the process that started it dies (PR_SET_PDEATHSIG), so that the probe's
+ * host-local echo never outlives a killed controller.
  * Built with gcc -static so it runs in a busybox initramfs with no libc.
  */
 #define _GNU_SOURCE
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -143,7 +146,18 @@ static void handle_lines(int fd, struct conn *c) {
 int main(int argc, char **argv) {
     int port = argc > 1 ? atoi(argv[1]) : 7;
     const char *addr = argc > 2 ? argv[2] : "0.0.0.0";
-    control_enabled = !(argc > 3 && strcmp(argv[3], "--no-control") == 0);
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--no-control") == 0) {
+            control_enabled = 0;
+        } else if (strcmp(argv[i], "--die-with-parent") == 0) {
+            pid_t parent = getppid();
+            if (parent == 1 || prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent) return 1;
+        } else {
+            fprintf(stderr, "vvho-service: option %s not accepted; accepted: --no-control, --die-with-parent\n",
+                    argv[i]);
+            return 2;
+        }
+    }
     signal(SIGPIPE, SIG_IGN);
     int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     int one = 1;
