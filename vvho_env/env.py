@@ -278,17 +278,17 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         for attempt in range(self.retries + 1):
             try:
                 if changed:
-                    applied = self.backend.apply(changed)
+                    try:
+                        applied = self.backend.apply(changed)
+                    except ApplyRejected as exc:  # rolled back: measure the settings it left in place
+                        info["apply_rejected"] = str(exc)
+                        position = self._prev_action  # nothing moved
+                    else:
+                        info["change_cost"] = change_cost(self.settings, applied)
+                        self.settings.update({n: applied[n] for n in self.knob_names if n in applied})
                     changed = {}
-                    cost = change_cost(self.settings, applied)
-                    self.settings.update({n: applied[n] for n in self.knob_names if n in applied})
-                    info["change_cost"] = cost
                 tel = self.backend.measure(self.scenario.interval_s)
                 break
-            except ApplyRejected as exc:
-                info["apply_rejected"] = str(exc)
-                changed = {}
-                position = self._prev_action  # nothing moved
             except BackendError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 info.setdefault("faults", []).append(reason)

@@ -121,14 +121,14 @@ def test_injected_failure_rolls_back_every_knob(backend, monkeypatch) -> None:  
     snapshot = backend.read()
     sched_before = schedinfo()
     driver = backend.tx.drivers["vcpu_quota"]
-    real_write = driver.write
+    real_set = driver._set
 
-    def failing_write(ctx, knob, value):  # type: ignore[no-untyped-def]
-        if knob == "vcpu_quota":  # applied last: every other knob below is already changed
+    def failing_set(ctx, params, what):  # type: ignore[no-untyped-def]
+        if params.get("vcpu_quota", -1) != -1:  # imposed last but global's: pinning, periods already changed
             raise OSError("injected failure")
-        real_write(ctx, knob, value)
+        real_set(ctx, params, what)
 
-    monkeypatch.setattr(driver, "write", failing_write)
+    monkeypatch.setattr(driver, "_set", failing_set)
     wanted = {
         "vcpu_pinning": "dedicated",
         "emulator_placement": "housekeeping",
@@ -209,30 +209,33 @@ def test_neighbour_on_the_vcpu_pcpu_raises_p99(backend) -> None:  # type: ignore
     neighbour stopped. The guest does real work (400 req/s x 1 ms spin = 40% of its vCPU): a lightly
     loaded vCPU wakes up and preempts a CPU hog at once under the host's CFS, so light load shows
     little (measured 1.05x at 200 req/s x 50 us). Windows alternate (with, without, ...) so a drift
-    of the host (itself a VM) cannot masquerade as the effect; measured here 2.6x (16.1 vs 6.1 ms).
+    of the host (itself a VM) cannot masquerade as the effect; measured here 2.6x (16.1 vs 6.1 ms) on a
+    quiet host, and 5-7x with two CPU hogs of other jobs on the machine, where one pair in three can
+    invert (a hog of theirs lands in the "without" window): five pairs, the effect in three or more.
     """
     from vvho_env.live.neighbours import Neighbours
 
     vcpu_cpu = backend.topology.dedicated_cpus[0]
     backend.apply({"vcpu_pinning": "dedicated", "emulator_placement": "with_vcpus"})
     shared, alone, slowdowns = [], [], []
-    for _ in range(3):
+    for _ in range(5):
         hog = Neighbours([vcpu_cpu])  # started and stopped per window: nothing of it runs "without"
         try:
             hog.set_demand([1.0])
             s0 = hog.sample()
-            shared.append(_p99(backend, 3.0, service_us=1000.0, rate_rps=400.0)[1])
+            shared.append(_p99(backend, 2.0, service_us=1000.0, rate_rps=400.0)[1])
             slowdowns.append((hog.sample() - s0).slowdown)
         finally:
             hog.close()
-        alone.append(_p99(backend, 3.0, service_us=1000.0, rate_rps=400.0)[1])
+        alone.append(_p99(backend, 2.0, service_us=1000.0, rate_rps=400.0)[1])
     p99_shared, p99_alone = float(np.median(shared)), float(np.median(alone))
     print(
         f"p99 with a CPU-bound neighbour on the vCPU's pCPU {p99_shared:.0f} us {shared}, without it "
         f"{p99_alone:.0f} us {alone}; neighbour slowdown when sharing {np.median(slowdowns):.3f}"
     )
     assert p99_shared > 1.1 * p99_alone
-    assert sum(a > b for a, b in zip(shared, alone, strict=True)) >= 2  # the effect holds pair by pair
+    # the effect holds pair by pair: 3 of 5 is as unlikely by chance as the 2 of 3 asked before (p = 0.5)
+    assert sum(a > b for a, b in zip(shared, alone, strict=True)) >= 3
     assert all(0.0 <= s <= 1.0 for s in slowdowns)
 
 

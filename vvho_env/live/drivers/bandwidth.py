@@ -3,8 +3,10 @@ per-vCPU, emulator and whole-VM CFS quotas, their period, and cpu_shares. libvir
 cpu cgroups of the domain (cpu.cfs_quota_us / cpu.cfs_period_us / cpu.shares on cgroup v1, cpu.max /
 cpu.weight on v2).
 
-cgroup v1 rejects (EINVAL) a limited quota/period ratio above its parent's, so a raw restore lifts
-every quota first, then sets the periods, then imposes limited quotas children before the parent.
+cgroup v1 rejects (EINVAL) a limited quota/period ratio above its parent's (kernel/sched/core.c,
+tg_cfs_schedulable_down), and whether an intermediate state passes depends on the order. So every change
+of a quota or period goes the one way that always passes for a valid target: lift every limited quota,
+set the periods, then impose the limited quotas children before the parent.
 """
 
 from __future__ import annotations
@@ -66,23 +68,36 @@ class BandwidthDriver(KnobDriver):
         ctx.link.call(what, lambda d: d.setSchedulerParametersFlags(params, ctx.live_flag))
 
     def write(self, ctx: HostContext, knob: str, value: KnobValue) -> None:
-        raw = int(value)
-        self._set(ctx, {k: raw for k in SCHED_KEYS[knob]}, f"setting {knob}")
+        self.write_many(ctx, {knob: value})
+
+    def write_many(self, ctx: HostContext, settings: Mapping[str, KnobValue]) -> None:
+        now = self._params(ctx)
+        target = dict(now)
+        for knob, value in settings.items():
+            target.update({k: int(value) for k in SCHED_KEYS[knob]})
+        self._converge(ctx, target, now, "setting")
 
     def save(self, ctx: HostContext) -> Raw:
         return {"params": {k: v for k, v in self._params(ctx).items() if not k.startswith("iothread")}}
 
     def restore(self, ctx: HostContext, raw: Raw) -> None:
-        target: dict[str, int] = {k: int(v) for k, v in raw["params"].items()}
-        now = self._params(ctx)
-        for q in QUOTA_CHILDREN_FIRST:
-            if q in now and not unlimited(now[q]):
-                self._set(ctx, {q: -1}, f"lifting {q} before restoring the periods")
-        periods = {p: target[p] for p in PERIODS if p in target and target[p] != now.get(p)}
-        if periods:
-            self._set(ctx, periods, "restoring the CFS periods")
-        for q in QUOTA_CHILDREN_FIRST:
-            if q in target and not unlimited(target[q]):
-                self._set(ctx, {q: target[q]}, f"restoring {q}")
-        if "cpu_shares" in target and target["cpu_shares"] != now.get("cpu_shares"):
-            self._set(ctx, {"cpu_shares": target["cpu_shares"]}, "restoring cpu_shares")
+        self._converge(ctx, {k: int(v) for k, v in raw["params"].items()}, self._params(ctx), "restoring")
+
+    def _converge(self, ctx: HostContext, target: dict[str, int], now: dict[str, int], verb: str) -> None:
+        def same(k: str) -> bool:
+            a, b = now.get(k), target[k]
+            return a == b or (k.endswith("_quota") and a is not None and unlimited(a) and unlimited(b))
+
+        bandwidth = [k for k in (*QUOTA_CHILDREN_FIRST, *PERIODS) if k in target]
+        if not all(same(k) for k in bandwidth):
+            for q in QUOTA_CHILDREN_FIRST:
+                if q in now and not unlimited(now[q]):
+                    self._set(ctx, {q: -1}, f"lifting {q} before the periods change")
+            periods = {p: target[p] for p in PERIODS if p in target and target[p] != now.get(p)}
+            if periods:
+                self._set(ctx, periods, f"{verb} the CFS periods")
+            for q in QUOTA_CHILDREN_FIRST:
+                if q in target and not unlimited(target[q]):
+                    self._set(ctx, {q: target[q]}, f"{verb} {q}")
+        if "cpu_shares" in target and not same("cpu_shares"):
+            self._set(ctx, {"cpu_shares": target["cpu_shares"]}, f"{verb} cpu_shares")

@@ -98,6 +98,11 @@ class KnobDriver:
     def write(self, ctx: HostContext, knob: str, value: KnobValue) -> None:
         raise NotImplementedError
 
+    def write_many(self, ctx: HostContext, settings: Mapping[str, KnobValue]) -> None:
+        """Set several of this driver's knobs; drivers whose knobs constrain each other order them here."""
+        for knob, value in settings.items():
+            self.write(ctx, knob, value)
+
     def save(self, ctx: HostContext) -> Raw:
         raise NotImplementedError
 
