@@ -322,3 +322,28 @@ def test_sigkill_of_the_fifo_holder(testbed, original) -> None:  # type: ignore[
               f"FIFO and RT budget reverted by the lease watchdog in {fifo_gone:.2f} s, {len(held['children'])} "
               f"helper processes gone in {helpers_gone:.2f} s; quota/pinning/busy_poll by `vvho host restore` or "
               "the next backend, read back as before")
+
+
+def test_close_reports_what_it_could_not_restore(testbed, original) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from vvho.cli import app
+    from vvho_env.live import open_backend
+    from vvho_env.types import RestoreFailed
+
+    port = int(testbed["port"])
+    rule = ["INPUT", "-p", "tcp", "-i", "lo", "--dport", str(port), "-j", "DROP"]
+    b = open_backend(URI, DOMAIN, restore_attempts=2)
+    b.apply({"busy_poll_us": 40, "cpu_shares": 300})
+    subprocess.run(["iptables", "-I", *rule], check=True)  # the guest's control line cannot be reached
+    try:
+        with pytest.raises(RestoreFailed, match=r"after 2 attempts: guest-control: .*does not answer.*"
+                                                r"vvho host restore --connect qemu:///system --domain vvho-testbed"):
+            b.close()
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True)
+    assert schedinfo()["cpu_shares"] == "1024", "what could be restored was"
+    assert b.snapshot_path.exists(), "the rest waits in the persisted snapshot"
+    r = CliRunner().invoke(app, ["host", "restore", "--connect", URI, "--domain", DOMAIN])
+    assert r.exit_code == 0, r.output
+    assert read_back(port=port) == original

@@ -15,7 +15,7 @@ from typing import Any
 
 from vvho_env.live import testbed as tb
 from vvho_env.live.backend import LibvirtBackend
-from vvho_env.live.connection import libvirt_module
+from vvho_env.live.connection import LibvirtLink
 from vvho_env.types import BackendUnavailable
 
 HOSTFWD = re.compile(r"hostfwd=tcp:(?P<addr>[0-9.]*):(?P<port>\d+)-")
@@ -28,20 +28,16 @@ def port_from_xml(xml: str) -> int | None:
 
 
 def find_port(uri: str, domain: str) -> int | None:
+    """The testbed's recorded port, else a hostfwd in the domain's XML. Raises BackendUnavailable (with
+    what to do) when libvirt or the domain cannot be reached."""
     state = tb.TestbedState.load(domain)
     if state is not None and state.uri == uri:
         return state.port
-    lv = libvirt_module()
+    link = LibvirtLink(uri, domain)
     try:
-        conn = lv.open(uri)
-    except lv.libvirtError:
-        return None  # the backend will say why it cannot connect
-    try:
-        return port_from_xml(conn.lookupByName(domain).XMLDesc(0))
-    except lv.libvirtError:
-        return None
+        return port_from_xml(link.call("reading the domain XML", lambda d: d.XMLDesc(0)))
     finally:
-        conn.close()
+        link.close()
 
 
 def echo_binary() -> Path | None:
