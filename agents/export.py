@@ -24,6 +24,7 @@ from torch import nn
 from agents.bundle import FORMAT_VERSION, GRAPH, MANIFEST, sha256_file
 from vvho.config import ExperimentConfig
 from vvho.tracking import package_versions
+from vvho_env import knobs
 from vvho_env.env import FEATURES
 from vvho_env.scenarios import load_scenario
 
@@ -107,6 +108,20 @@ def _export_onnx(module: nn.Module, recurrent: dict[str, Any] | None, obs_size: 
                           dynamic_axes=axes, opset_version=17, dynamo=False)
 
 
+def knob_bounds(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The range each knob was trained over (the registry's; the env acts over all of it), which a host
+    agent never exceeds whatever its operator's limits say."""
+    out: dict[str, dict[str, Any]] = {}
+    for n in names:
+        k = knobs.get(n)
+        if k.kind in ("categorical", "bool"):
+            out[n] = {"choices": list(k.choices)}
+        else:
+            out[n] = {"low": k.low, "high": k.high,
+                      "special": [v for v in (k.off, k.unlimited) if v is not None]}
+    return out
+
+
 def export_bundle(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: ExperimentConfig, out_dir: Path,
                   run_id: str | None = None, knob_names: tuple[str, ...] | None = None) -> Path:
     """Write the bundle for `model` into `out_dir` (replaced atomically if it exists)."""
@@ -151,6 +166,7 @@ def export_bundle(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: Exper
             "obs_normalisation": norm,
             "recurrent": recurrent,
             "interval_s": sc.interval_s,
+            "knob_bounds": knob_bounds(names),
             "versions": package_versions(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

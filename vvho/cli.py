@@ -152,9 +152,10 @@ _mount_live()
 
 # Command modules register themselves here (each defines register(app)).
 __import__("vvho.cli_agents").cli_agents.register(app)
-from vvho import cli_baselines  # noqa: E402
+from vvho import cli_baselines, cli_deploy  # noqa: E402
 
 cli_baselines.register(app)
+cli_deploy.register(app)
 
 if __name__ == "__main__":
     app()

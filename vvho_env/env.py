@@ -17,7 +17,6 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from vvho_env import knobs
 from vvho_env.objective import Objective, ObjectiveWeights, change_cost, objective_for
 from vvho_env.scenarios import DEFAULT_SCENARIO, Scenario, load_scenario, mean_requests_per_window
-from vvho_env.sim.backend import BatchSim, SimBackend
 from vvho_env.sim.profiles import get_profile
 from vvho_env.types import ApplyRejected, Backend, BackendError, KnobValue, Settings, Status, Telemetry
 
@@ -211,10 +210,11 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         max_degraded: int = 5,
     ) -> None:
         self.scenario = load_scenario(scenario)
-        self.backend: Backend = (
-            backend if backend is not None
-            else SimBackend(profile=self.scenario.host_profile, randomise=randomise)
-        )
+        if backend is None:
+            from vvho_env.sim.backend import SimBackend  # here: a live env never loads the simulator (numba)
+
+            backend = SimBackend(profile=self.scenario.host_profile, randomise=randomise)
+        self.backend: Backend = backend
         self.knob_names = acting_knobs(self.scenario.host_profile, knob_names,
                                        self.backend.capabilities().settable)
         self.codec = Codec.for_scenario(self.scenario, self.knob_names, action_mode, delta_step, history)
@@ -349,6 +349,8 @@ class VVHOVectorEnv(VectorEnv):
         self.objective = objective_for(self.scenario, weights)
         self.max_steps = max_steps or self.scenario.episode_intervals
         self.randomise = randomise
+        from vvho_env.sim.backend import BatchSim
+
         self.sim = BatchSim(num_envs)
         self.single_action_space = self.codec.action_space
         self.single_observation_space = self.codec.observation_space

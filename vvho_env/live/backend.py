@@ -22,6 +22,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
@@ -56,6 +57,16 @@ if TYPE_CHECKING:
     from vvho_env.scenarios import Scenario
 
 HOST_WIDE = frozenset({"halt_poll_ns"})
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the probe drives in a window, and what it is judged against."""
+
+    rate_rps: float
+    service_us: float  # per-request guest work (the project's service only)
+    slo_us: float
+    neighbour_demand: tuple[float, ...] = ()  # for the backend's own neighbour processes, if it runs any
 
 
 def is_local_uri(uri: str) -> bool:
@@ -176,6 +187,7 @@ class LibvirtBackend:
         self._current: Settings = dict(self._snapshot.settings)
         self._needs_reapply = False
         self._scenario: Scenario | None = None
+        self._workload: Workload | None = None
         self._step = 0
         self._seed = 0
         self._neighbours: Neighbours | None = None
@@ -379,11 +391,20 @@ class LibvirtBackend:
         self._step = 0
         start = scenario.settings_at_start()
         self.apply({k: v for k, v in start.items() if k in self._caps.settable})
-        if self._neighbours is None or not self._neighbours.alive():
+        self._workload = None
+        if self.neighbour_cpus and (self._neighbours is None or not self._neighbours.alive()):
             if self._neighbours is not None:
                 self._neighbours.close()
             self._neighbours = Neighbours(self.neighbour_cpus)
-        self._neighbours.set_demand([0.0])
+        if self._neighbours is not None:
+            self._neighbours.set_demand([0.0])
+
+    def set_workload(self, workload: Workload) -> None:
+        """Measure every window under a fixed probe workload instead of a scenario's phases, without
+        touching any setting (the host agent's way in; reset() is the env's)."""
+        self._check_open()
+        self._workload = workload
+        self._scenario = None
 
     def _rate(self, scenario_rps: float) -> float:
         return max(1.0, min(self.max_rate_rps, scenario_rps * self.rate_scale))
@@ -408,34 +429,42 @@ class LibvirtBackend:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(pid, target)
 
-    def measure(self, window_s: float) -> Telemetry:
-        """One control interval under the scenario's current phase: neighbours at the phase's demand,
-        the latency source for `window_s`, the VM's CPU accounting around it."""
-        self._check_open()
+    def _load_now(self) -> Workload:
+        """This window's workload: the fixed one, or the scenario's current phase (advancing it)."""
+        if self._workload is not None:
+            return self._workload
         if self._scenario is None:
-            raise MeasurementFailed("measure() before reset(): call reset(seed, scenario) first")
+            raise MeasurementFailed("measure() before reset() or set_workload(): call one of them first")
+        _, phase, frac = self._scenario.phase_at(self._step)
+        return Workload(self._rate(phase.rate_at(frac)), phase.service_mean_us, float(self._scenario.slo_us),
+                        phase.neighbour_demand)
+
+    def measure(self, window_s: float) -> Telemetry:
+        """One control interval: neighbours (if the backend runs any) at the workload's demand, the latency
+        source for `window_s`, the VM's CPU accounting around it."""
+        self._check_open()
         if self.latency is None:
             raise MeasurementFailed("this backend has no latency source: open it with port= (a TCP echo "
                                     "service in the guest) or latency=")
+        load = self._load_now()
         with self._faults("measuring", BackendUnavailable):
             self._sync()
-        _, phase, frac = self._scenario.phase_at(self._step)
         self._step += 1
-        assert self._neighbours is not None
-        if not self._neighbours.alive():
-            self._faults_seen.append("a neighbour process died; restarted them")
-            self._neighbours.close()
-            self._neighbours = Neighbours(self.neighbour_cpus)
-        demand = phase.neighbour_demand
-        self._neighbours.set_demand([demand[i % len(demand)] for i in range(len(self._neighbours.cpus))])
-        self._place_neighbours()
+        if self._neighbours is not None:
+            if not self._neighbours.alive():
+                self._faults_seen.append("a neighbour process died; restarted them")
+                self._neighbours.close()
+                self._neighbours = Neighbours(self.neighbour_cpus)
+            demand = load.neighbour_demand or (0.0,)
+            self._neighbours.set_demand([demand[i % len(demand)] for i in range(len(self._neighbours.cpus))])
+            self._place_neighbours()
         for d in self._all_drivers:
             d.renew(self.ctx)
-        slo = float(self._scenario.slo_us)
+        slo = load.slo_us
         with self._faults("reading the VM's CPU accounting"):
             before = sample(self.ctx, self._neighbours)
         with self._faults("probing the guest"):
-            win = self.latency.window(window_s, self._rate(phase.rate_at(frac)), phase.service_mean_us, slo,
+            win = self.latency.window(window_s, load.rate_rps, load.service_us, slo,
                                       self._seed * 100_003 + self._step, self.probe_cpus())
         with self._faults("reading the VM's CPU accounting"):
             after = sample(self.ctx, self._neighbours)
@@ -453,8 +482,14 @@ class LibvirtBackend:
         self.link.events.clear()
         if not self._dedicated():
             remarks.append("probe shares pCPUs with the vCPUs (they are not pinned away from it)")
+        if self._neighbours is None and not self.local:
+            remarks.append("neighbour CPU and slowdown not measured (remote host, no neighbour processes)")
         return assemble(win, before, after, n_vcpu=self.ctx.topology.n_vcpu, dedicated=self._dedicated(),
-                        slo_us=slo, faults=faults, remarks=remarks)
+                        slo_us=slo, vcpu_cpus=self._vcpu_cpus(), faults=faults, remarks=remarks)
+
+    def _vcpu_cpus(self) -> tuple[int, ...]:
+        topo = self.ctx.topology
+        return topo.dedicated_cpus if self._dedicated() else topo.all_cpus
 
     def helper_pids(self) -> list[int]:
         """Processes this backend started (neighbours, the local echo, the FIFO lease watchdog)."""
@@ -464,10 +499,11 @@ class LibvirtBackend:
         return pids
 
     # ------------------------------------------------------------------ close
-    def close(self) -> None:
+    def close(self, restore: bool = True) -> None:
         """Restore the original settings and stop the helpers. Idempotent. Retries `restore_attempts`
         times (reconnecting to libvirtd in between) and raises RestoreFailed naming what is left, with
-        the persisted snapshot kept for `vvho host restore`."""
+        the persisted snapshot kept for `vvho host restore`. restore=False keeps the current settings
+        (the operator's --keep) and drops the snapshot."""
         if self._closed:
             return
         self._closed = True
@@ -477,7 +513,12 @@ class LibvirtBackend:
                 with contextlib.suppress(Exception):
                     helper.close()
         try:
-            if self._persisted:
+            if self._persisted and not restore:
+                for d in self._all_drivers:  # keeping FIFO means keeping its lease: hand FIFO back instead
+                    if isinstance(d, FifoDriver) and d.lease is not None:
+                        d.write(self.ctx, "vcpu_sched_policy", "other")
+                self._store.remove(self.uri, self.domain_name)
+            elif self._persisted:
                 self._restore_at_close()
         finally:
             LIVE_TOKENS.discard(self._owner.token)

@@ -77,7 +77,8 @@ def qemu_pid(domain: str) -> int | None:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             with contextlib.suppress(OSError):
-                if f"guest={domain}".encode() in (proc / "cmdline").read_bytes():
+                # libvirt passes "-name guest=NAME,debug-threads=on": match the whole name, not a prefix
+                if f"\0guest={domain},".encode() in (proc / "cmdline").read_bytes():
                     return int(proc.name)
     return None
 

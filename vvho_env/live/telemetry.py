@@ -3,7 +3,8 @@
 For a local domain the accounting comes from /proc and cgroupfs (QEMU's utime+stime, what libvirt
 itself reports as cpu_time without cpuacct; vCPU thread times; cgroup throttled_time), so windows can
 still be measured while libvirtd restarts. For a remote URI it goes through libvirt (getCPUStats,
-vcpus) and throttled time is unknown.
+vcpus) and throttled time is unknown. The neighbours are the backend's own neighbour processes when
+it runs them, else everything else on the host (vvho_env.live.hostload).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from vvho_env.live import hostctl
+from vvho_env.live import hostctl, hostload
 from vvho_env.live.drivers.base import HostContext
 from vvho_env.live.latency import LatencyWindow
 from vvho_env.live.neighbours import Neighbours, NeighbourSample
@@ -28,6 +29,7 @@ class Counters:
     throttled_vm_s: float
     neighbours: NeighbourSample
     neighbour_cpu_s: float
+    host: hostload.HostSample | None  # when the backend runs no neighbours: the rest of the host
 
 
 def sample(ctx: HostContext, neighbours: Neighbours | None) -> Counters:
@@ -44,12 +46,13 @@ def sample(ctx: HostContext, neighbours: Neighbours | None) -> Counters:
     for pid in neighbours.pids() if neighbours else ():
         with contextlib.suppress(OSError):
             ncpu += hostctl.thread_cpu_s(pid)
+    host = hostload.sample(ctx.instance.pid if ctx.instance else None) if ctx.local and not neighbours else None
     return Counters(time.monotonic(), vm, vcpu, thr_vcpu, thr_vm,
-                    neighbours.sample() if neighbours else NeighbourSample(0.0, 0.0), ncpu)
+                    neighbours.sample() if neighbours else NeighbourSample(0.0, 0.0), ncpu, host)
 
 
 def assemble(win: LatencyWindow, a: Counters, b: Counters, *, n_vcpu: int, dedicated: bool, slo_us: float,
-             faults: list[str], remarks: list[str]) -> Telemetry:
+             vcpu_cpus: tuple[int, ...], faults: list[str], remarks: list[str]) -> Telemetry:
     """Telemetry of one window. DEGRADED when requests timed out or failed, the probe was too noisy, or
     the backend met `faults` on the way (a reconnect, a re-apply); `remarks` are notes that do not
     degrade the window (where the probe ran, what the target cannot do)."""
@@ -64,7 +67,10 @@ def assemble(win: LatencyWindow, a: Counters, b: Counters, *, n_vcpu: int, dedic
             status = Status.DEGRADED
     vcpu_busy = (b.vcpu_cpu_s - a.vcpu_cpu_s) / elapsed
     reserved = max(0.0, n_vcpu - vcpu_busy) if dedicated else 0.0
-    n = b.neighbours - a.neighbours
+    if a.host is not None and b.host is not None:
+        nb_cpu, nb_slow = hostload.neighbour_load(a.host, b.host, vcpu_cpus, b.vm_cpu_s - a.vm_cpu_s, elapsed)
+    else:
+        nb_cpu, nb_slow = (b.neighbour_cpu_s - a.neighbour_cpu_s) / elapsed, (b.neighbours - a.neighbours).slowdown
     h = win.histogram
     return Telemetry(
         window_s=win.window_s,
@@ -82,8 +88,8 @@ def assemble(win: LatencyWindow, a: Counters, b: Counters, *, n_vcpu: int, dedic
         reserved_cores=reserved,
         throttled_frac=min(1.0, max((b.throttled_vcpu_s - a.throttled_vcpu_s) / (elapsed * n_vcpu),
                                     (b.throttled_vm_s - a.throttled_vm_s) / elapsed)),
-        neighbour_cpu=(b.neighbour_cpu_s - a.neighbour_cpu_s) / elapsed,
-        neighbour_slowdown=n.slowdown,
+        neighbour_cpu=nb_cpu,
+        neighbour_slowdown=nb_slow,
         errors=win.errors + win.timeouts,
         status=status,
         notes=tuple(all_notes),
