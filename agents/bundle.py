@@ -3,8 +3,9 @@
 Hosts load policies with this module alone: it needs numpy and onnxruntime, never torch, SB3 or
 pickle. The manifest says which knobs the policy acts on and in which order, the host profile it was
 trained for, the action mode, the observation normalisation (mean, var, clip, epsilon from
-VecNormalize), the window history the observation stacks, and the sha256 of the graph, which is
-checked before the graph is loaded.
+VecNormalize), the window history the observation stacks, the range each knob was trained over
+(knob_bounds, which a host agent never exceeds), and the sha256 of the graph, which is checked before
+the graph is loaded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from vvho_env import knobs
+
 MANIFEST = "manifest.json"
 GRAPH = "policy.onnx"
 FORMAT_VERSION = 1
@@ -25,6 +28,20 @@ FORMAT_VERSION = 1
 
 class BundleError(ValueError):
     """A bundle that cannot be used here: missing files, bad checksum, knobs that do not match."""
+
+
+def knob_bounds(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The range each knob was trained over (the registry's; the env acts over all of it), which a host
+    agent never exceeds whatever its operator's limits say."""
+    out: dict[str, dict[str, Any]] = {}
+    for n in names:
+        k = knobs.get(n)
+        if k.kind in ("categorical", "bool"):
+            out[n] = {"choices": list(k.choices)}
+        else:
+            out[n] = {"low": k.low, "high": k.high,
+                      "special": [v for v in (k.off, k.unlimited) if v is not None]}
+    return out
 
 
 def sha256_file(path: Path) -> str:

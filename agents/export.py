@@ -21,10 +21,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
-from agents.bundle import FORMAT_VERSION, GRAPH, MANIFEST, sha256_file
+from agents.bundle import FORMAT_VERSION, GRAPH, MANIFEST, knob_bounds, sha256_file
 from vvho.config import ExperimentConfig
 from vvho.tracking import package_versions
-from vvho_env import knobs
 from vvho_env.env import FEATURES
 from vvho_env.scenarios import load_scenario
 
@@ -106,20 +105,6 @@ def _export_onnx(module: nn.Module, recurrent: dict[str, Any] | None, obs_size: 
     with torch.no_grad():
         torch.onnx.export(module, args, str(path), input_names=names_in, output_names=names_out,
                           dynamic_axes=axes, opset_version=17, dynamo=False)
-
-
-def knob_bounds(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """The range each knob was trained over (the registry's; the env acts over all of it), which a host
-    agent never exceeds whatever its operator's limits say."""
-    out: dict[str, dict[str, Any]] = {}
-    for n in names:
-        k = knobs.get(n)
-        if k.kind in ("categorical", "bool"):
-            out[n] = {"choices": list(k.choices)}
-        else:
-            out[n] = {"low": k.low, "high": k.high,
-                      "special": [v for v in (k.off, k.unlimited) if v is not None]}
-    return out
 
 
 def export_bundle(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: ExperimentConfig, out_dir: Path,

@@ -39,8 +39,8 @@ class _Strict(BaseModel):
 
 
 class KnobLimit(_Strict):
-    low: float | None = Field(None, description="lowest value the agent may set (numeric knobs, knob units)")
-    high: float | None = Field(None, description="highest value the agent may set (numeric knobs, knob units)")
+    low: int | float | None = Field(None, description="lowest value the agent may set (numeric knobs, knob units)")
+    high: int | float | None = Field(None, description="highest value the agent may set (numeric knobs, knob units)")
     allow: list[KnobValue] | None = Field(None, description="categorical/bool: the choices allowed; numeric: "
                                           "special values allowed besides [low, high] (e.g. -1 unlimited)")
     max_step: float | None = Field(None, gt=0, le=2, description="largest move per decision, [-1, 1] units")
