@@ -83,3 +83,36 @@ def test_noise_check_needs_enough_samples_and_pools_the_newest_windows() -> None
         verdict = check.add(noisy, 5000.0)
     assert verdict.windows == 5 and verdict.samples == MIN_SAMPLES, "the oldest window left the pool"
     assert verdict.too_noisy and "exceeds 10% of the guest baseline p99 5000 us" in (verdict.note() or "")
+
+
+def test_the_passive_source_diffs_a_prometheus_histogram() -> None:
+    import http.server
+
+    from vvho_env.live.passive import PrometheusSource
+
+    start = {"0.001": 10, "0.01": 10, "+Inf": 10}
+    end = {"0.001": 60, "0.01": 150, "+Inf": 152}  # 50 under 1 ms, 90 in (1, 10] ms, 2 above 10 ms
+    scrapes = iter([start, start, end])  # the source's check at start, then the window's two scrapes
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            counts = next(scrapes)
+            body = "".join(f'app_latency_seconds_bucket{{path="/",le="{le}"}} {n}\n' for le, n in counts.items())
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        src = PrometheusSource(f"http://127.0.0.1:{srv.server_address[1]}/metrics", "app_latency_seconds")
+        win = src.window(0.05, 0, 0, slo_us=5000.0, seed=0, probe_cpus=())
+    finally:
+        srv.shutdown()
+    assert (win.offered, win.completed, win.timeouts, win.errors) == (142, 140, 2, 0)
+    assert win.over_slo == 92, "buckets reaching above the 5 ms SLO: (1, 10] ms and +Inf"
+    assert 9_000 <= win.histogram.percentile_us(99) <= 10_200, "recorded at the bucket's upper bound"
+    assert any("latency unknown" in n for n in win.notes)

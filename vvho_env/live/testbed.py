@@ -33,6 +33,7 @@ from vvho_env.types import BackendUnavailable
 DEFAULT_URI = "qemu:///system"
 DEFAULT_DOMAIN = "vvho-testbed"
 DEFAULT_PORT = 17007
+GUEST_METRICS_PORT = 9100  # the guest service's Prometheus histogram (the host agent's passive source)
 SERVICE_SOURCE = Path(__file__).with_name("vvho_service.c")
 # insmod order matters: each module needs the ones before it (no modprobe/depmod in the initramfs).
 VIRTIO_NET_MODULES = (
@@ -217,7 +218,7 @@ def build_image(kernel_version: str | None = None, force: bool = False) -> Guest
             "apt-get install -y busybox-static"
         )
     modules = {m: _module_file(kver, m) for m in VIRTIO_NET_MODULES}
-    init = guest_init("/bin/vvho-service 7 0.0.0.0")
+    init = guest_init(f"/bin/vvho-service 7 0.0.0.0 --metrics-port {GUEST_METRICS_PORT}")
     stamp_src = json.dumps(
         {
             "kernel": str(kernel_src),
@@ -319,9 +320,11 @@ def domain_xml(
     memory_mib: int = 256,
     domain_type: str = "qemu",
 ) -> str:
-    """The testbed domain. Port forwarding goes through qemu:commandline (see module docstring)."""
+    """The testbed domain. Port forwarding goes through qemu:commandline (see module docstring): `port` to the
+    guest service, port + 1 to its metrics endpoint."""
     cmdline = "console=ttyS0 panic=-1 loglevel=4"
     console = escape(str(console_log_path(name)))
+    forwards = f"hostfwd=tcp:127.0.0.1:{port}-:7,hostfwd=tcp:127.0.0.1:{port + 1}-:{GUEST_METRICS_PORT}"
     return f"""<domain type='{domain_type}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{escape(name)}</name>
   <metadata><vvho:testbed xmlns:vvho='{TESTBED_NS}' port='{port}'/></metadata>
@@ -345,7 +348,7 @@ def domain_xml(
   </devices>
   <qemu:commandline>
     <qemu:arg value='-netdev'/>
-    <qemu:arg value='user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:7'/>
+    <qemu:arg value='user,id=n0,{forwards}'/>
     <qemu:arg value='-device'/>
     <qemu:arg value='virtio-net-pci,netdev=n0,addr=0x9'/>
   </qemu:commandline>
@@ -382,6 +385,11 @@ class TestbedState:
     domain_type: str
     vcpus: int
     boot_s: float
+
+    @property
+    def metrics_url(self) -> str:
+        """The guest service's Prometheus endpoint, forwarded to the host at port + 1."""
+        return f"http://127.0.0.1:{self.port + 1}/metrics"
 
     def save(self) -> None:
         cache_dir().mkdir(parents=True, exist_ok=True)
@@ -573,7 +581,7 @@ def status(uri: str = DEFAULT_URI, domain: str = DEFAULT_DOMAIN) -> dict[str, ob
         "image_built": build_cached_image_exists(),
     }
     if state:
-        out.update(port=state.port, domain_type=state.domain_type, vcpus=state.vcpus)
+        out.update(port=state.port, metrics_url=state.metrics_url, domain_type=state.domain_type, vcpus=state.vcpus)
     if out["libvirtd"] or uri != DEFAULT_URI:
         try:
             conn = _open(uri)
