@@ -88,6 +88,8 @@ class PolicyBundle:
         self._var = np.asarray(norm["var"], dtype=np.float64) if norm else None
         self._clip = float(norm["clip_obs"]) if norm else 0.0
         self._eps = float(norm["epsilon"]) if norm else 0.0
+        # the divisor once, not per call: a host agent normalises every control interval
+        self._std = np.sqrt(self._var + self._eps) if self._var is not None else None
         self._low = np.asarray(m["action_low"], dtype=np.float32)
         self._high = np.asarray(m["action_high"], dtype=np.float32)
         self.recurrent = m.get("recurrent") is not None
@@ -119,9 +121,9 @@ class PolicyBundle:
     def normalise(self, obs: np.ndarray) -> np.ndarray:
         """VecNormalize's observation transform, from the manifest's statistics."""
         x = np.asarray(obs, dtype=np.float64)
-        if self._mean is None or self._var is None:
+        if self._mean is None or self._std is None:
             return x.astype(np.float32)
-        return np.clip((x - self._mean) / np.sqrt(self._var + self._eps), -self._clip, self._clip).astype(np.float32)
+        return np.clip((x - self._mean) / self._std, -self._clip, self._clip).astype(np.float32)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions for one observation (shape (obs_size,)) or a batch (shape (n, obs_size))."""

@@ -30,6 +30,7 @@ from agents.deploy.metrics import Metrics
 from agents.deploy.policy import DeployedPolicy
 from vvho_env.env import FEATURES
 from vvho_env.live.backend import LibvirtBackend, Workload
+from vvho_env.live.probe import rt_section
 from vvho_env.objective import change_cost, objective_for
 from vvho_env.types import ApplyRejected, BackendError, Settings, Telemetry
 
@@ -43,6 +44,20 @@ class StepResult:
     decision: Decision
     applied: Settings | None
     decision_s: float
+
+
+def decide(policy: DeployedPolicy, guards: Guards, tel: Telemetry | None, objective: float | None,
+           current: Settings) -> tuple[Decision, np.ndarray, Settings, np.ndarray | None]:
+    """Telemetry in, guarded action out: (decision, proposed position, proposed settings, observation).
+    What the decision latency target (benchmarks/deploy.py) times. It runs at the probe's priority
+    (SCHED_FIFO where allowed): a control step of ~0.1 ms must not wait for the load it is managing."""
+    with rt_section():
+        obs = policy.observe(tel) if tel is not None else None
+        if obs is not None:
+            position, proposed = policy.propose(obs)
+        else:
+            position, proposed = policy.position, {n: current[n] for n in policy.knob_names}
+        return guards.decide(tel, objective, current, policy.position, position, proposed), position, proposed, obs
 
 
 class HostAgent:
@@ -74,16 +89,6 @@ class HostAgent:
                          limits=self.limits.model_dump(mode="json"), settings=self.original,
                          snapshot=str(self.backend.snapshot_path))
 
-    def decide(self, tel: Telemetry | None, objective: float | None) -> tuple[Decision, np.ndarray, Settings,
-                                                                             np.ndarray | None]:
-        """Telemetry in, guarded action out: (decision, proposed position, proposed settings, observation)."""
-        obs = self.policy.observe(tel) if tel is not None else None
-        if obs is not None:
-            position, proposed = self.policy.propose(obs)
-        else:
-            position, proposed = self.policy.position, {n: self.current[n] for n in self.policy.knob_names}
-        d = self.guards.decide(tel, objective, self.current, self.policy.position, position)
-        return d, position, proposed, obs
 
     def step(self) -> StepResult:
         try:
@@ -93,7 +98,7 @@ class HostAgent:
             self.audit.write("fault", during="measure", error=f"{type(exc).__name__}: {exc}")
         objective = self.objective(tel) if tel is not None else None
         t0 = time.perf_counter()
-        d, position, proposed, obs = self.decide(tel, objective)
+        d, position, proposed, obs = decide(self.policy, self.guards, tel, objective, self.current)
         decision_s = time.perf_counter() - t0
         applied = None
         held = {n: self.current[n] for n in self.policy.knob_names}

@@ -19,9 +19,9 @@ numeric, special ('unlimited', 'off') and categorical values are bounded alike.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -106,7 +106,8 @@ class RegressionWatch:
     def window(self, objective: float, tel: Telemetry) -> str | None:
         """Record a window; returns 'rollback: why' or 'accept: ...' when a change was judged."""
         if self.probation is None:
-            self.good = [*self.good, (objective, tel)][-self.k:]
+            self.good.append((objective, tel))
+            del self.good[:-self.k]
             return None
         self.probation.append((objective, tel))
         if len(self.probation) < self.k:
@@ -168,11 +169,14 @@ class Guards:
         return knobs.decode(position.astype(np.float64), self.names)
 
     def kill_switch(self) -> bool:
-        return Path(self.limits.kill_switch).exists()
+        return os.path.exists(self.limits.kill_switch)
 
     def decide(self, tel: Telemetry | None, objective: float | None, current: Settings, position: np.ndarray,
-               proposed: np.ndarray) -> Decision:
-        """Guard the proposed positions, given this window's telemetry and the host's current settings."""
+               proposed: np.ndarray, proposed_settings: Settings | None = None) -> Decision:
+        """Guard the proposed positions (and the settings they decode to, if known), given this window's
+        telemetry and the host's current settings."""
+        if proposed_settings is None:
+            proposed_settings = self._settings(np.asarray(proposed, dtype=np.float32))
         d = Decision()
         now = self.clock()
         held = {n: current[n] for n in self.names}
@@ -218,16 +222,18 @@ class Guards:
         for i, a in enumerate(self.allowed):
             y = a.clamp(float(x[i]))
             if y != x[i]:
-                clamped.append(f"{self.names[i]} {self._settings(x)[self.names[i]]!r} -> "
-                               f"{a.knob.from_unit(y)!r}")
+                clamped.append(f"{self.names[i]} {a.knob.from_unit(float(x[i]))!r} -> {a.knob.from_unit(y)!r}")
                 x[i] = y
         d.verdicts.append(Verdict("bounds", "clamp" if clamped else "pass", "; ".join(clamped)))
-        step = np.clip(x - position, -self.max_step, self.max_step)
-        stepped = [f"{self.names[i]} by {step[i]:+.2f} of {x[i] - position[i]:+.2f}" for i in range(len(x))
-                   if abs(step[i] - (x[i] - position[i])) > 1e-9]
-        x = np.asarray(position, dtype=np.float64) + step
+        want = x - position
+        step = np.clip(want, -self.max_step, self.max_step)
+        stepped = [f"{self.names[i]} by {step[i]:+.2f} of {want[i]:+.2f}" for i in np.flatnonzero(step != want)]
+        x = (position + step).astype(np.float32)
         d.verdicts.append(Verdict("max_step", "clamp" if stepped else "pass", "; ".join(stepped)))
-        target = self._settings(x.astype(np.float32))
+        # decode only the knobs the guards moved: the rest are as the policy's decoding already gave them
+        target = dict(proposed_settings)
+        for j in np.flatnonzero(x != np.asarray(proposed, dtype=np.float32)).tolist():
+            target[self.names[j]] = self.allowed[j].knob.from_unit(float(x[j]))
         if target == held:
             d.verdicts.append(Verdict("change", "pass", "no knob changes value"))
             d.position = x.astype(np.float32)  # the continuous position moves (delta actions accumulate)
