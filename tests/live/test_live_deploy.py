@@ -99,10 +99,12 @@ def _verdicts(d: dict[str, Any]) -> list[tuple[str, str]]:
 
 def test_guards_block_and_log_and_a_regression_rolls_back(testbed, original, tmp_path) -> None:  # type: ignore[no-untyped-def]
     port = int(testbed["port"])
-    # 1. bounds and step size: the policy asks for a starving quota and the largest weight
+    # 1. bounds and step size: the policy asks for a starving quota and the largest weight (the rollback
+    # margins are out of reach here: one window's p99 on this shared host varies more than the default 25%)
     limits = tmp_path / "guards.yaml"
     limits.write_text("knobs:\n  vcpu_quota: {low: 50000, allow: [-1]}\n  cpu_shares: {max_step: 0.2}\n"
-                      "max_step: 2.0\nmin_interval_s: 3600\nrollback: {windows: 1, objective_margin: 10}\n")
+                      "max_step: 2.0\nmin_interval_s: 3600\n"
+                      "rollback: {windows: 1, objective_margin: 10, p99_margin: 100}\n")
     b = _bundle(tmp_path, "greedy", {"vcpu_quota": 2000, "cpu_shares": 262144})
     log = tmp_path / "guards.jsonl"
     r = _deploy("--bundle", str(b), "--mode", "active", "--limits", str(limits), "--intervals", "4", "--log", str(log))

@@ -109,6 +109,7 @@ def test_a_trained_policy_beats_the_default_settings_on_the_testbed(testbed, tmp
               f"{len(j[k])} windows")
     print(f"DEPLOY | policy / default {mean['policy'] / mean['default']:.3f}, policy / best-static "
           f"{mean['policy'] / mean['best-static']:.3f}")
-    # measured 0.16 (policy 1.06 vs default 6.62 over 18 windows each): asserted at half
+    # measured 0.105 (policy 0.66 vs default 6.32) and 0.16 (1.06 vs 6.62), 18 windows each: asserted at half.
+    # Against the best static setting the policy measured 1.97x worse (0.66 vs 0.34): not asserted, reported.
     assert mean["policy"] < 0.5 * mean["default"] and ci["policy"][1] < ci["default"][0]
     assert read_back(port=port) == original

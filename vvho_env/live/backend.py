@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,24 +28,23 @@ from urllib.parse import urlparse
 from vvho_env import knobs
 from vvho_env.live import guest as guest_mod
 from vvho_env.live.connection import DomainGone, LibvirtLink
+from vvho_env.live.custody import HOST_WIDE, Custody
 from vvho_env.live.drivers import HostContext, KnobDriver, Topology, all_drivers
 from vvho_env.live.drivers.pinning import housekeeping_for
 from vvho_env.live.drivers.sched_policy import FifoDriver
 from vvho_env.live.instance import InstanceGone, QemuInstance
 from vvho_env.live.latency import LatencySource, ProbeSource
 from vvho_env.live.neighbours import Neighbours
-from vvho_env.live.snapshot import LIVE_TOKENS, Owner, Snapshot, SnapshotStore, now_iso
+from vvho_env.live.snapshot import LIVE_TOKENS, SnapshotStore
 from vvho_env.live.telemetry import assemble, sample
 from vvho_env.live.transaction import Transaction, error_text
 from vvho_env.types import (
     ApplyRejected,
-    BackendBusy,
     BackendError,
     BackendUnavailable,
     Capabilities,
     KnobValue,
     MeasurementFailed,
-    RestoreFailed,
     Settings,
     Telemetry,
 )
@@ -55,8 +53,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from vvho_env.scenarios import Scenario
-
-HOST_WIDE = frozenset({"halt_poll_ns"})
 
 
 @dataclass(frozen=True)
@@ -123,7 +119,7 @@ class LibvirtBackend:
         except BaseException:
             self.link.close()
             raise
-        LIVE_TOKENS.add(self._owner.token)
+        LIVE_TOKENS.add(self.custody.owner.token)
         self._closed = False
         atexit.register(self.close)
 
@@ -175,16 +171,12 @@ class LibvirtBackend:
         settable = frozenset(by_knob)
         self._caps = Capabilities(settable, settable & HOST_WIDE, deterministic=False,
                                   service_time=self.latency is not None and self.latency.service_time)
-        self.tx = Transaction(self.ctx, by_knob, self._persist)
-        self._store = SnapshotStore(state_dir)
-        self._owner = Owner.me()
+        self.tx = Transaction(self.ctx, by_knob, lambda: self.custody.persist())
+        self.custody = Custody(self.uri, self.domain_name, self.link, self.ctx, self._all_drivers, by_knob, self.tx,
+                               SnapshotStore(state_dir))
         self._faults_seen: list[str] = []  # faults met since the last window: they degrade the next one
-        self._remarks: list[str] = []  # worth telling, not a fault
-        self.pending_restore: Snapshot | None = None
-        self.recovered = self._recover_dead_owner(recover_dead_owner)
-        self._snapshot = self._take_snapshot()
-        self._persisted = False
-        self._current: Settings = dict(self._snapshot.settings)
+        self.recovered, self.pending_restore = self.custody.left_by_dead_owner(recover_dead_owner)
+        self._current: Settings = dict(self.custody.take().settings)
         self._needs_reapply = False
         self._scenario: Scenario | None = None
         self._workload: Workload | None = None
@@ -192,78 +184,9 @@ class LibvirtBackend:
         self._seed = 0
         self._neighbours: Neighbours | None = None
 
-    # ------------------------------------------------------------------ snapshots
     @property
     def snapshot_path(self) -> Path:
-        return self._store.path(self.uri, self.domain_name)
-
-    def _take_snapshot(self) -> Snapshot:
-        drivers = {id(d): d for d in self._drivers.values()}.values()
-        try:
-            raw = {d.name: d.save(self.ctx) for d in drivers}
-            settings = self.tx.read()
-        except (OSError, self.link.lv.libvirtError) as exc:
-            raise BackendUnavailable(f"reading the current settings of {self.domain_name!r} failed: "
-                                     f"{error_text(exc)}") from None
-        inst = self.ctx.instance
-        return Snapshot(self.uri, self.domain_name, self.link.uuid or "", settings, raw, self._owner,
-                        inst.pid if inst else None, now_iso())
-
-    def _persist(self) -> None:
-        """Before the first change: write the original settings where a crash cannot lose them."""
-        if not self._persisted:
-            self._store.save(self._snapshot)
-            self._persisted = True
-
-    def _recover_dead_owner(self, restore: bool) -> Snapshot | None:
-        """A snapshot left by a controller that died: put its settings back before taking ours."""
-        prior = self._store.load(self.uri, self.domain_name)
-        if prior is None:
-            return None
-        path = self.snapshot_path
-        if prior.owner.alive():
-            raise BackendBusy(
-                f"domain {self.domain_name!r} at {self.uri!r} is being tuned by process {prior.owner.pid} "
-                f"(snapshot {path}, since {prior.taken}); two controllers would undo each other: stop it first")
-        if prior.uuid != self.link.uuid:
-            self._remarks.append(f"dropped snapshot {path} of a former domain {prior.uuid} under this name")
-            self._store.remove(self.uri, self.domain_name)
-            return None
-        if not restore:
-            self.pending_restore = prior
-            return None
-        failed = self._restore_from(prior)
-        if failed:
-            raise RestoreFailed(
-                f"a controller (pid {prior.owner.pid}) died leaving domain {self.domain_name!r} changed; "
-                f"restoring its snapshot {path} failed for: {'; '.join(failed)}. Fix the cause and run "
-                f"`vvho host restore --connect {self.uri} --domain {self.domain_name}`")
-        self._store.remove(self.uri, self.domain_name)
-        self._remarks.append(f"restored the settings a dead controller (pid {prior.owner.pid}) left changed, "
-                           f"from {path}")
-        return prior
-
-    def _restore_from(self, snap: Snapshot) -> list[str]:
-        """Raw restore of every driver's saved state, then a read-back against the snapshot's settings.
-        Returns what could not be restored (empty: the host is back as the snapshot says)."""
-        failed: list[str] = []
-        same_instance = not self.local or (self.ctx.instance is not None
-                                           and self.ctx.instance.pid == snap.qemu_pid)
-        for d in self._all_drivers:
-            if d.name not in snap.raw:
-                continue
-            if d.name == "sched_setscheduler" and not same_instance:
-                continue  # the threads and cgroups it saved died with the old QEMU process
-            try:
-                d.restore(self.ctx, snap.raw[d.name])
-            except Exception as exc:
-                failed.append(f"{d.name}: {error_text(exc)}")
-        try:
-            now = self.tx.read(set(snap.settings) & set(self._drivers))
-        except Exception as exc:
-            return [*failed, f"read-back: {error_text(exc)}"]
-        failed += [f"{k} is {now[k]!r}, was {v!r}" for k, v in snap.settings.items() if k in now and now[k] != v]
-        return failed
+        return self.custody.path
 
     # ------------------------------------------------------------------ faults
     def _check_open(self) -> None:
@@ -477,7 +400,7 @@ class LibvirtBackend:
                 f"no request reached the guest in {win.window_s:.2f} s: all {win.errors} of {win.offered} failed "
                 f"({self.latency.description}); the guest's service is down or the domain is rebooting")
         faults = self._faults_seen + self.ctx.notes + self.link.events
-        remarks, self._faults_seen, self._remarks = self._remarks, [], []
+        remarks, self._faults_seen, self.custody.remarks = self.custody.remarks, [], []
         self.ctx.notes.clear()
         self.link.events.clear()
         if not self._dedicated():
@@ -513,54 +436,13 @@ class LibvirtBackend:
                 with contextlib.suppress(Exception):
                     helper.close()
         try:
-            if self._persisted and not restore:
+            if self.custody.persisted and not restore:
                 for d in self._all_drivers:  # keeping FIFO means keeping its lease: hand FIFO back instead
                     if isinstance(d, FifoDriver) and d.lease is not None:
                         d.write(self.ctx, "vcpu_sched_policy", "other")
-                self._store.remove(self.uri, self.domain_name)
-            elif self._persisted:
-                self._restore_at_close()
+                self.custody.drop()
+            elif self.custody.persisted:
+                self.custody.restore_at_close(self.restore_attempts)
         finally:
-            LIVE_TOKENS.discard(self._owner.token)
+            LIVE_TOKENS.discard(self.custody.owner.token)
             self.link.close()
-
-    def _restore_at_close(self) -> None:
-        failed: list[str] = []
-        for attempt in range(self.restore_attempts):
-            if attempt:
-                time.sleep(0.5 * 2 ** (attempt - 1))
-            try:
-                running = bool(self.link.call("checking the domain", lambda d: d.isActive()))
-                if running:
-                    with contextlib.suppress(BackendUnavailable):
-                        self._sync_instance_only()
-                    failed = self._restore_from(self._snapshot)
-                else:  # the live settings died with the instance; only host-wide state is left
-                    failed = self._restore_host_wide()
-            except BackendError as exc:
-                failed = [str(exc)]
-            if not failed:
-                self._store.remove(self.uri, self.domain_name)
-                return
-        raise RestoreFailed(
-            f"could not restore the original settings of domain {self.domain_name!r} at {self.uri!r} after "
-            f"{self.restore_attempts} attempts: {'; '.join(failed)}. They are kept in {self.snapshot_path}; run "
-            f"`vvho host restore --connect {self.uri} --domain {self.domain_name}` once the host is reachable")
-
-    def _sync_instance_only(self) -> None:
-        if self.local and (self.ctx.instance is None or not self.ctx.instance.alive()):
-            new = QemuInstance.find(self.domain_name, self.ctx.topology.n_vcpu)
-            for d in self._all_drivers:
-                d.forget_instance()
-            self.ctx.instance = new
-
-    def _restore_host_wide(self) -> list[str]:
-        failed = []
-        for d in self._all_drivers:
-            d.forget_instance()
-            if d.name in self._snapshot.raw and set(d.knobs) & HOST_WIDE:
-                try:
-                    d.restore(self.ctx, self._snapshot.raw[d.name])
-                except Exception as exc:
-                    failed.append(f"{d.name}: {error_text(exc)}")
-        return failed
