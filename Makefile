@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "VVHO needs Python 3.11, found " + sys.version'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv
-	$(BIN)/uv pip install $(UV_FLAGS) -e '.[rl,dev]'
+	$(BIN)/uv pip install $(UV_FLAGS) -e '.[rl,dev,deploy]'
 	touch $@
 
 setup: $(BIN)/.installed

@@ -3,8 +3,9 @@
 Hosts load policies with this module alone: it needs numpy and onnxruntime, never torch, SB3 or
 pickle. The manifest says which knobs the policy acts on and in which order, the host profile it was
 trained for, the action mode, the observation normalisation (mean, var, clip, epsilon from
-VecNormalize), the window history the observation stacks, and the sha256 of the graph, which is
-checked before the graph is loaded.
+VecNormalize), the window history the observation stacks, the range each knob was trained over
+(knob_bounds, which a host agent never exceeds), and the sha256 of the graph, which is checked before
+the graph is loaded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from vvho_env import knobs
 from vvho_env.errors import VVHOError
 
 MANIFEST = "manifest.json"
@@ -31,6 +33,20 @@ class BundleError(VVHOError, ValueError):
 
 REQUIRED = ("knob_names", "action_low", "action_high", "obs_size", "action_mode", "history", "scenario",
             "host_profile")
+
+
+def knob_bounds(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The range each knob was trained over (the registry's; the env acts over all of it), which a host
+    agent never exceeds whatever its operator's limits say."""
+    out: dict[str, dict[str, Any]] = {}
+    for n in names:
+        k = knobs.get(n)
+        if k.kind in ("categorical", "bool"):
+            out[n] = {"choices": list(k.choices)}
+        else:
+            out[n] = {"low": k.low, "high": k.high,
+                      "special": [v for v in (k.off, k.unlimited) if v is not None]}
+    return out
 
 
 def sha256_file(path: Path) -> str:
@@ -91,6 +107,8 @@ class PolicyBundle:
         self._var = np.asarray(norm["var"], dtype=np.float64) if norm else None
         self._clip = float(norm["clip_obs"]) if norm else 0.0
         self._eps = float(norm["epsilon"]) if norm else 0.0
+        # the divisor once, not per call: a host agent normalises every control interval
+        self._std = np.sqrt(self._var + self._eps) if self._var is not None else None
         self._low = np.asarray(m["action_low"], dtype=np.float32)
         self._high = np.asarray(m["action_high"], dtype=np.float32)
         self.recurrent = m.get("recurrent") is not None
@@ -122,9 +140,9 @@ class PolicyBundle:
     def normalise(self, obs: np.ndarray) -> np.ndarray:
         """VecNormalize's observation transform, from the manifest's statistics."""
         x = np.asarray(obs, dtype=np.float64)
-        if self._mean is None or self._var is None:
+        if self._mean is None or self._std is None:
             return x.astype(np.float32)
-        return np.clip((x - self._mean) / np.sqrt(self._var + self._eps), -self._clip, self._clip).astype(np.float32)
+        return np.clip((x - self._mean) / self._std, -self._clip, self._clip).astype(np.float32)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions for one observation (shape (obs_size,)) or a batch (shape (n, obs_size))."""

@@ -21,7 +21,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
-from agents.bundle import FORMAT_VERSION, GRAPH, MANIFEST, sha256_file
+from agents.bundle import FORMAT_VERSION, GRAPH, MANIFEST, knob_bounds, sha256_file
 from agents.config import TrainingConfig
 from vvho_env.env import FEATURES, acting_knobs
 from vvho_env.provenance import package_versions
@@ -150,6 +150,7 @@ def export_bundle(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: Train
             "obs_normalisation": norm,
             "recurrent": recurrent,
             "interval_s": sc.interval_s,
+            "knob_bounds": knob_bounds(names),
             "versions": package_versions(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

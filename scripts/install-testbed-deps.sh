@@ -4,11 +4,11 @@
 # Why each package: qemu-system-x86 runs the guest (TCG when KVM is unusable); libvirt-daemon-system and
 # libvirt-clients manage it; libvirt-dev + pkg-config build libvirt-python; linux-image-amd64 provides the
 # guest kernel and virtio modules; busybox-static the guest userland; gcc + libc6-dev build the static
-# guest service.
+# guest service; iptables lets the fault tests block the probe's port.
 set -euo pipefail
 VENV=${1:-.venv}
 PKGS=(qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev pkg-config linux-image-amd64
-      busybox-static gcc libc6-dev procps)
+      busybox-static gcc libc6-dev procps iptables)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()

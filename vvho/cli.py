@@ -27,7 +27,7 @@ from vvho_env.types import ApplyRejected, Telemetry
 
 # Each defines register(app: typer.Typer).
 COMMAND_MODULES = ("vvho.cli_catalogue", "vvho.cli_mission", "vvho.cli_agents", "vvho.cli_runs",
-                   "vvho.cli_baselines", "vvho.cli_live")
+                   "vvho.cli_baselines", "vvho.cli_live", "vvho.cli_deploy")
 
 
 class VVHOGroup(TyperGroup):

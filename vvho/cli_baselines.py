@@ -128,8 +128,10 @@ def baseline(
     fresh: Annotated[bool, typer.Option(help="bo: delete a stored study instead of resuming it")] = False,
     results_dir: Annotated[Path, typer.Option(help="folder for studies, ledgers and caches")] = Path("results"),
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI (default results/mlflow.db)")] = None,
-    uri: Annotated[str, typer.Option(help="live: libvirt URI")] = "qemu:///system",
-    domain: Annotated[str, typer.Option(help="live: libvirt domain of the test guest")] = "vvho-testbed",
+    uri: Annotated[str, typer.Option("--connect", "--uri", help="live: libvirt URI")] = "qemu:///system",
+    domain: Annotated[str, typer.Option(help="live: libvirt domain")] = "vvho-testbed",
+    port: Annotated[int | None, typer.Option(help="live: host port of a TCP echo service in the guest "
+                                             "(default: the testbed's, else a hostfwd in the domain's XML)")] = None,
 ) -> None:
     """Tune with one baseline on a budget of measurement windows, evaluate on fresh seeds, compare with the
     oracle (simulator) or static-default and the best static setting found (live), and track it in MLflow."""
@@ -163,7 +165,7 @@ def baseline(
         if backend == "live":
             from vvho_env.live import make_live_env
 
-            env = make_live_env(sc.id, uri=uri, domain=domain, knob_names=cfg.knob_names)
+            env = make_live_env(sc.id, uri=uri, domain=domain, port=port, knob_names=cfg.knob_names)
         else:
             env = VVHOEnv(sc, knob_names=cfg.knob_names)
         try:

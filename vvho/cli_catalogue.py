@@ -27,12 +27,16 @@ def scenarios_cmd(json_out: ui.JsonOpt = False, wide: ui.WideOpt = False) -> Non
 
 
 def knobs_cmd(json_out: ui.JsonOpt = False, wide: ui.WideOpt = False) -> None:
-    """Show the knob registry: group, type, range, default, scope, change cost, setters."""
+    """Show the knob registry: group, type, range, default, scope, change cost, and how each backend sets
+    it (the libvirt backend's text comes from its knob drivers, so it cannot drift from the code)."""
     from vvho_env import knobs
+    from vvho_env.live import drivers
 
+    live = drivers.setters()
     rows: list[dict[str, Any]] = [
         {"name": k.name, "group": k.group.value, "kind": k.kind, "accepted": k.accepted(), "default": k.default,
-         "unit": k.unit, "scope": k.scope, "change_cost": k.change_cost.value, "backends": dict(k.setters),
+         "unit": k.unit, "scope": k.scope, "change_cost": k.change_cost.value,
+         "backends": {**k.setters, **({drivers.BACKEND: live[k.name]} if k.name in live else {})},
          "description": k.description, "source": k.source} for k in knobs.KNOBS]
     if json_out:
         ui.emit_json(rows)
@@ -41,7 +45,7 @@ def knobs_cmd(json_out: ui.JsonOpt = False, wide: ui.WideOpt = False) -> None:
                     ui.Col("default", "id"), ui.Col("scope", "id"), ui.Col("change", "text"),
                     ui.Col("backends", "text")],
                    [[r["name"], r["group"], r["accepted"], repr(r["default"]), r["scope"], r["change_cost"],
-                     ", ".join(r["backends"])] for r in rows], wide=wide)
+                     "; ".join(f"{b}: {how}" for b, how in r["backends"].items())] for r in rows], wide=wide)
 
 
 def configs_cmd(json_out: ui.JsonOpt = False) -> None:

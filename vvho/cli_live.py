@@ -1,22 +1,34 @@
-"""`vvho testbed ...` and `vvho host ...`: the live testbed's lifecycle and a host readiness check."""
+"""`vvho testbed ...` and `vvho host ...`: the live testbed's lifecycle, a host readiness check, and the
+restore of a domain's original settings after a crash. Every command that touches a domain takes
+--connect URI --domain NAME (and --port P where it talks to the guest), so it works on any guest."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
 from vvho_env.live import testbed as tb
 from vvho_env.types import BackendError
 
-testbed_app = typer.Typer(
-    help="Build, start, stop and inspect the TCG/KVM test guest driven by libvirt.", no_args_is_help=True
-)
-host_app = typer.Typer(help="Check what this host can do for the live backend.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from vvho_env.live.backend import LibvirtBackend
 
-URI = typer.Option(tb.DEFAULT_URI, help="libvirt URI of the hypervisor")
-DOMAIN = typer.Option(tb.DEFAULT_DOMAIN, help="libvirt domain name of the test guest")
+testbed_app = typer.Typer(
+    help="Build, start, stop and inspect the project's TCG/KVM test guest driven by libvirt.", no_args_is_help=True
+)
+host_app = typer.Typer(help="Check what this host can do for the live backend; restore a domain after a crash.",
+                       no_args_is_help=True)
+
+URI = typer.Option(tb.DEFAULT_URI, "--connect", "--uri", help="libvirt URI of the hypervisor")
+DOMAIN = typer.Option(tb.DEFAULT_DOMAIN, "--domain", help="libvirt domain name")
+PORT = typer.Option(None, "--port", help="host port of a TCP echo service in the guest (default: the testbed's "
+                    "record, else a hostfwd in the domain's XML)")
+PROBE_HOST = typer.Option("127.0.0.1", "--probe-host", help="address the probe connects to")
+SERVICE = typer.Option("auto", "--service", help="auto, vvho (the project's service) or echo (any TCP echo)")
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -46,7 +58,8 @@ def up(
     accel: str = typer.Option("auto", help="auto (boot-test KVM once, else TCG), kvm or tcg"),
     timeout: float = typer.Option(120.0, help="seconds to wait for the guest service"),
 ) -> None:
-    """Start libvirt if needed, boot the guest and wait until its service answers."""
+    """Start libvirt if needed, boot the project's guest and wait until its service answers. Refuses a
+    domain of that name that the project did not create."""
     try:
         state = tb.up(uri, domain, port, vcpus, accel, boot_timeout_s=timeout)
     except BackendError as exc:
@@ -59,7 +72,7 @@ def up(
 
 @testbed_app.command()
 def down(uri: str = URI, domain: str = DOMAIN) -> None:
-    """Destroy and undefine the guest (libvirtd keeps running)."""
+    """Destroy and undefine the project's guest (libvirtd keeps running); never a domain it did not create."""
     try:
         existed = tb.down(uri, domain)
     except BackendError as exc:
@@ -77,16 +90,22 @@ def status(uri: str = URI, domain: str = DOMAIN) -> None:
 def check(
     uri: str = URI,
     domain: str = DOMAIN,
-    seconds: float = typer.Option(3.0, help="length of the probe RTT baseline window"),
+    port: int | None = PORT,
+    probe_host: str = PROBE_HOST,
+    service: str = SERVICE,
+    seconds: float = typer.Option(5.0, help="length of the probe RTT baseline window (5 s at 200/s gives the "
+                                  "1000 local-echo samples the noise check needs)"),
+    rate: float = typer.Option(200.0, help="probe requests per second in the baseline window"),
 ) -> None:
-    """Report libvirt version, KVM usability, settable knobs, guest reachability and a probe baseline."""
-    from vvho_env.live.backend import LibvirtBackend, _libvirt
-    from vvho_env.live.probe import LocalEcho, run_probe
+    """Report libvirt version, KVM usability, which knobs this host can set (and why not), the probe
+    target and an RTT baseline. Changes nothing on the domain."""
+    from vvho_env.live import open_backend
+    from vvho_env.live.connection import libvirt_module
 
     lines: dict[str, object] = {"uri": uri, "domain": domain}
     ok = True
     try:
-        lv = _libvirt()
+        lv = libvirt_module()
         conn = lv.open(uri)
         v = conn.getLibVersion()
         lines["libvirt"] = f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
@@ -98,50 +117,86 @@ def check(
     lines["kvm"] = (
         ("usable" if json.loads(verdict.read_text())["kvm_usable"] else "not usable (boot test hung); TCG")
         if verdict.is_file()
-        else (
-            "/dev/kvm present, not boot-tested yet (vvho testbed up --accel auto)"
-            if os.path.exists("/dev/kvm")
-            else "no /dev/kvm; TCG"
-        )
+        else ("/dev/kvm present, not boot-tested yet (vvho testbed up --accel auto)" if os.path.exists("/dev/kvm")
+              else "no /dev/kvm; TCG")
     )
     if ok:
         try:
-            backend = LibvirtBackend(uri, domain)
+            backend = open_backend(uri, domain, port, probe_host=probe_host, service=service,
+                                   recover_dead_owner=False)
         except BackendError as exc:
             lines["guest"] = f"not reachable: {exc}"
             ok = False
         else:
             try:
-                lines["guest"] = f"reachable on 127.0.0.1:{backend.port}"
-                lines["settable"] = sorted(backend.capabilities().settable)
-                echo = LocalEcho(tb.cache_dir() / "vvho-service", backend.housekeeping_cpus)
-                try:
-                    res = run_probe(
-                        "127.0.0.1",
-                        backend.port,
-                        200,
-                        seconds,
-                        local_port=echo.port,
-                        probe_cpus=backend.housekeeping_cpus,
-                    )
-                finally:
-                    echo.close()
-                g, loc = res.guest, res.local
-                lines["probe_rtt_us"] = {
-                    "p50": round(g.percentile_us(50)),
-                    "p99": round(g.percentile_us(99)),
-                    "p99.9": round(g.percentile_us(99.9)),
-                    "completed": g.completed,
-                    "errors": g.errors + g.timeouts,
-                }
-                if loc is not None:
-                    lines["probe_noise_p99_us"] = round(loc.percentile_us(99))
+                _check_backend(backend, lines, seconds, rate)
+            except BackendError as exc:
+                lines["probe"] = f"failed: {exc}"
+                ok = False
             finally:
                 backend.close()
     for k, val in lines.items():
         typer.echo(f"{k:20s} {val}")
     if not ok:
         raise typer.Exit(code=1)
+
+
+def _check_backend(backend: LibvirtBackend, lines: dict[str, object], seconds: float, rate: float) -> None:
+    assert backend.target is not None and backend.latency is not None
+    t = backend.target
+    lines["guest"] = (f"{t.host}:{t.port} answers as "
+                      + ("the project's service (service time, guest-side knobs)" if t.kind == "vvho"
+                         else "a plain TCP echo service (no service time, no guest-side knobs)"))
+    lines["settable"] = sorted(backend.capabilities().settable)
+    for knob, why in sorted(backend.unavailable.items()):
+        lines[f"  not {knob}"] = why
+    if backend.pending_restore is not None:
+        lines["pending restore"] = (f"a controller (pid {backend.pending_restore.owner.pid}) died leaving changes: "
+                                    f"run vvho host restore --connect {backend.uri} --domain {backend.domain_name}")
+    win = backend.latency.window(seconds, rate, 0.0, math.inf, 0, backend.probe_cpus())
+    h = win.histogram
+    lines["probe_rtt_us"] = {"p50": round(h.percentile_us(50)), "p99": round(h.percentile_us(99)),
+                             "p99.9": round(h.percentile_us(99.9)), "completed": win.completed,
+                             "timeouts": win.timeouts, "failed": win.errors}
+    lines["probe_cpus"] = list(backend.probe_cpus())
+    if win.noise is not None:
+        lines["probe_noise"] = (win.noise.note() or f"p99 {win.noise.noise_p99_us:.0f} us, within 10% of the "
+                                f"guest's p99 {win.noise.baseline_p99_us:.0f} us")
+
+
+@host_app.command()
+def restore(
+    uri: str = URI,
+    domain: str = DOMAIN,
+    port: int | None = PORT,
+    probe_host: str = PROBE_HOST,
+) -> None:
+    """Put back the original settings a crashed controller left changed (its persisted snapshot), check
+    them by read-back and remove the snapshot. Does nothing if there is none; refuses while its owner runs."""
+    from vvho_env.live import open_backend
+    from vvho_env.live.snapshot import SnapshotStore
+
+    path = SnapshotStore().path(uri, domain)
+    if not path.exists():
+        typer.echo(f"nothing to restore: no snapshot for domain {domain!r} at {uri!r} ({path})")
+        return
+    try:
+        backend = open_backend(uri, domain, port, require_port=False, probe_host=probe_host)
+    except BackendError as exc:
+        raise _fail(exc) from None
+    try:
+        snap = backend.recovered
+        now = backend.read()
+    except BackendError as exc:
+        raise _fail(exc) from None
+    finally:
+        backend.close()
+    if snap is None:
+        typer.echo(f"the snapshot {path} belonged to another domain under this name; removed")
+        return
+    typer.echo(f"restored domain {domain!r} at {uri!r} to the settings of {snap.taken} (left by pid {snap.owner.pid}):")
+    for k in sorted(snap.settings):
+        typer.echo(f"  {k:20s} {now.get(k, snap.settings[k])!r}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,9 +2,9 @@
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
-import numba
 from gymnasium.envs.registration import register, registry
 
 # numba's on-disk cache does not notice when a callee changes, so a stale compiled caller could run
@@ -14,9 +14,11 @@ SIM_HASH = hashlib.sha256(
     b"".join((Path(__file__).parent / f).read_bytes() for f in _NUMBA_SOURCES)
 ).hexdigest()[:16]
 if "NUMBA_CACHE_DIR" not in os.environ:
-    numba.config.CACHE_DIR = str(  # type: ignore[attr-defined]
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vvho" / "numba" / SIM_HASH
-    )
+    _cache = str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vvho" / "numba" / SIM_HASH)
+    if "numba" in sys.modules:
+        sys.modules["numba"].config.CACHE_DIR = _cache
+    else:  # numba reads it when first imported; only the simulator imports it (a host agent never does)
+        os.environ["NUMBA_CACHE_DIR"] = _cache
 
 __version__ = "0.1.0"
 

@@ -18,9 +18,8 @@ from vvho_env import knobs
 from vvho_env.errors import VVHOError
 from vvho_env.objective import Objective, ObjectiveWeights, change_cost, objective_for
 from vvho_env.scenarios import DEFAULT_SCENARIO, Scenario, load_scenario, mean_requests_per_window
-from vvho_env.sim.backend import BatchSim, SimBackend
 from vvho_env.sim.profiles import get_profile
-from vvho_env.types import ApplyRejected, Backend, BackendError, KnobValue, Settings, Telemetry
+from vvho_env.types import ApplyRejected, Backend, BackendError, KnobValue, Settings, Status, Telemetry
 
 # Features per measurement window, all as a live host measures them (no neighbour demand, no phase).
 FEATURES = (
@@ -170,11 +169,25 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Episode End
     Never terminated (no MDP end state). Truncated after ``max_steps`` (default: the scenario's
-    episode length) or when the backend fails beyond its retries (``info["truncated_reason"]``).
+    episode length), when the backend fails beyond its retries, or after ``max_degraded`` DEGRADED
+    windows in a row (``info["truncated_reason"]`` says which and why).
+
+    ## Backend faults and DEGRADED windows
+    step() never raises for a backend fault (a BackendError): it retries ``retries`` times with
+    exponential backoff from ``backoff_s`` (the faults met are in ``info["faults"]``), then truncates
+    with the reason and a reward of 0. An ApplyRejected action is not retried: the knobs stay where
+    they were (``info["apply_rejected"]``) and the window is measured. A DEGRADED window (requests
+    timed out or failed, probe noise over budget, a reconnect or re-apply on the way; see
+    ``vvho_env.types.Status``) is scored as measured, because its timed-out requests count at their
+    latency so far and as violations: a stall costs what it cost the clients. ``info["status"]`` is
+    "ok" or "degraded" and ``info["degraded"]`` lists the reasons, for a tuner to re-measure or a
+    host agent's guards to hold. reset() retries the same way and raises the last BackendError
+    if the backend stays unavailable (there is no episode to truncate).
 
     ## Arguments
     scenario, backend (default: the simulator), knob_names, action_mode, delta_step, history,
-    max_steps, weights, randomise (domain randomisation, simulator only), retries, backoff_s.
+    max_steps, weights, randomise (domain randomisation, simulator only), retries, backoff_s,
+    max_degraded.
 
     ## Version History
     v0: initial release.
@@ -195,12 +208,14 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         randomise: bool = False,
         retries: int = 3,
         backoff_s: float = 0.5,
+        max_degraded: int = 5,
     ) -> None:
         self.scenario = load_scenario(scenario)
-        self.backend: Backend = (
-            backend if backend is not None
-            else SimBackend(profile=self.scenario.host_profile, randomise=randomise)
-        )
+        if backend is None:
+            from vvho_env.sim.backend import SimBackend  # here: a live env never loads the simulator (numba)
+
+            backend = SimBackend(profile=self.scenario.host_profile, randomise=randomise)
+        self.backend: Backend = backend
         self.knob_names = acting_knobs(self.scenario.host_profile, knob_names,
                                        self.backend.capabilities().settable)
         self.codec = Codec.for_scenario(self.scenario, self.knob_names, action_mode, delta_step, history)
@@ -208,6 +223,8 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         self.max_steps = max_steps or self.scenario.episode_intervals
         self.retries = retries
         self.backoff_s = backoff_s
+        self.max_degraded = max_degraded
+        self._degraded_streak = 0
         self.action_space = self.codec.action_space
         self.observation_space = self.codec.observation_space
         self.settings: Settings = self.scenario.settings_at_start()
@@ -220,14 +237,38 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         backend_seed = int(self.np_random.integers(0, 2**63 - 1))
-        self.backend.reset(backend_seed, self.scenario)
+        faults: list[str] = []
+        tel = None
+        for attempt in range(self.retries + 1):
+            try:
+                self.backend.reset(backend_seed, self.scenario)
+                tel = self.backend.measure(self.scenario.interval_s)
+                break
+            except BackendError as exc:
+                faults.append(f"{type(exc).__name__}: {exc}")
+                if attempt == self.retries:
+                    raise
+                time.sleep(self.backoff_s * 2**attempt)
+        assert tel is not None
         self.settings = self.scenario.settings_at_start()
         self._steps = 0
         self._prev_action = self.codec.encode(self.settings)
-        tel = self.backend.measure(self.scenario.interval_s)
         self.last_telemetry = tel
         self._windows = [window_features(tel, self.codec.ref_rps)]
-        return self.codec.observe(self._windows, self._prev_action), {"telemetry": tel.as_dict()}
+        info: dict[str, Any] = {"telemetry": tel.as_dict()}
+        self._degraded_streak = self._note_status(tel, info, 0)
+        if faults:
+            info["faults"] = faults
+        return self.codec.observe(self._windows, self._prev_action), info
+
+    @staticmethod
+    def _note_status(tel: Telemetry, info: dict[str, Any], streak: int) -> int:
+        """Status and reasons of a window into info; returns the new run length of DEGRADED windows."""
+        info["status"] = tel.status.value
+        if tel.status is Status.DEGRADED:
+            info["degraded"] = list(tel.notes)
+            return streak + 1
+        return 0
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         new, position = self.codec.decode(action, self._prev_action)
@@ -238,25 +279,26 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         for attempt in range(self.retries + 1):
             try:
                 if changed:
-                    applied = self.backend.apply(changed)
+                    try:
+                        applied = self.backend.apply(changed)
+                    except ApplyRejected as exc:  # rolled back: measure the settings it left in place
+                        info["apply_rejected"] = str(exc)
+                        position = self._prev_action  # nothing moved
+                    else:
+                        info["change_cost"] = change_cost(self.settings, applied)
+                        self.settings.update({n: applied[n] for n in self.knob_names if n in applied})
                     changed = {}
-                    cost = change_cost(self.settings, applied)
-                    self.settings.update({n: applied[n] for n in self.knob_names if n in applied})
-                    info["change_cost"] = cost
                 tel = self.backend.measure(self.scenario.interval_s)
                 break
-            except ApplyRejected as exc:
-                info["apply_rejected"] = str(exc)
-                changed = {}
-                position = self._prev_action  # nothing moved
             except BackendError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+                info.setdefault("faults", []).append(reason)
                 if attempt < self.retries:
                     time.sleep(self.backoff_s * 2**attempt)
         self._steps += 1
         self.last_telemetry = tel
         if tel is None:
-            info["truncated_reason"] = reason or "backend failed"
+            info["truncated_reason"] = f"backend failed {self.retries + 1} times; last: {reason}"
             obs = self.codec.observe(self._windows, self._prev_action)
             return obs, 0.0, False, True, info
         self._prev_action = position
@@ -266,7 +308,12 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         reward = -float(sum(terms.values()))
         info.update(telemetry=tel.as_dict(), settings=dict(self.settings), objective_terms=terms,
                     phase=self.scenario.phase_at(self._steps)[1].name)
+        self._degraded_streak = self._note_status(tel, info, self._degraded_streak)
         truncated = self._steps >= self.max_steps
+        if self._degraded_streak >= self.max_degraded:
+            truncated = True
+            info["truncated_reason"] = (f"{self._degraded_streak} DEGRADED windows in a row; last: "
+                                        f"{'; '.join(tel.notes) or 'no reason given'}")
         return self.codec.observe(self._windows, self._prev_action), reward, False, truncated, info
 
     def close(self) -> None:
@@ -303,6 +350,8 @@ class VVHOVectorEnv(VectorEnv):
         self.objective = objective_for(self.scenario, weights)
         self.max_steps = max_steps or self.scenario.episode_intervals
         self.randomise = randomise
+        from vvho_env.sim.backend import BatchSim
+
         self.sim = BatchSim(num_envs)
         self.single_action_space = self.codec.action_space
         self.single_observation_space = self.codec.observation_space

@@ -3,13 +3,15 @@
 Buckets grow geometrically by GROWTH from MIN_NS to MAX_NS. A value is reported as the geometric
 middle of its bucket, so the relative error is at most sqrt(GROWTH) - 1 = 0.995% (< 1%).
 Values below MIN_NS land in bucket 0, values above MAX_NS in the last bucket (overflow is counted).
+`bucket_of` is compiled by numba for the simulator's event loop when it is first imported from here;
+the live side (probe, host agent) uses the numpy paths and never loads numba.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import numba as nb
 import numpy as np
 
 MIN_NS = 100.0  # 100 ns
@@ -20,12 +22,22 @@ N_BUCKETS = math.ceil(math.log(MAX_NS / MIN_NS) / LOG_GROWTH) + 1
 MAX_REL_ERROR = math.sqrt(GROWTH) - 1.0
 
 
-@nb.njit(cache=True, inline="always")
-def bucket_of(value_ns: float) -> int:
+def _bucket_of(value_ns: float) -> int:
     if value_ns <= MIN_NS:
         return 0
     b = int(math.log(value_ns / MIN_NS) / LOG_GROWTH)
     return b if b < N_BUCKETS else N_BUCKETS - 1
+
+
+def __getattr__(name: str) -> Any:
+    """`bucket_of`: _bucket_of compiled by numba on first use (PEP 562), so importing this module is cheap."""
+    if name == "bucket_of":
+        import numba as nb
+
+        compiled = nb.njit(cache=True, inline="always")(_bucket_of)
+        globals()["bucket_of"] = compiled
+        return compiled
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def bucket_value_ns(bucket: np.ndarray | int) -> np.ndarray:
@@ -58,7 +70,7 @@ class LogHistogram:
         self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
 
     def record_ns(self, value_ns: float) -> None:
-        self.counts[bucket_of(float(value_ns))] += 1
+        self.counts[_bucket_of(float(value_ns))] += 1
 
     def record_many_ns(self, values_ns: np.ndarray) -> None:
         v = np.asarray(values_ns, dtype=np.float64)

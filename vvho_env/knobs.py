@@ -51,7 +51,8 @@ class Knob:
     description: str
     scope: str  # "vm", "vcpu", "host" (host-wide), "guest" (inside the guest)
     change_cost: ChangeCost
-    setters: Mapping[str, str]  # backend name -> how it sets the knob
+    setters: Mapping[str, str]  # backend -> how it sets the knob; the live backend's entries come from its
+    # knob drivers (vvho_env.live.drivers.setters(), shown by `vvho knobs`), so they cannot drift from the code
     low: float = 0.0
     high: float = 0.0
     scale: str = "linear"  # "linear" | "log" | "categorical"
@@ -161,13 +162,8 @@ def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
 
 
-LIBVIRT = "libvirt"
 SIM = "sim"
 _SIM = {SIM: "host profile + simulator mechanism"}
-
-
-def _libvirt(how: str) -> dict[str, str]:
-    return {SIM: _SIM[SIM], LIBVIRT: how}
 
 
 _QUOTA_RANGE = dict(low=1000, high=1_000_000, scale="log", unlimited=-1)
@@ -176,37 +172,37 @@ KNOBS: tuple[Knob, ...] = (
     # ---------------------------------------------------------------- R: resource allocation
     Knob("vcpu_pinning", Group.R, "categorical", "shared", "",
          "vCPUs float over the shared pCPUs (libvirt default) or each owns a dedicated pCPU",
-         "vm", ChangeCost.LIVE, _libvirt("virDomainPinVcpu / vcpupin"),
+         "vm", ChangeCost.LIVE, _SIM,
          scale="categorical", choices=("shared", "dedicated"), change_weight=0.02,
          source="libvirt formatdomain 'cputune/vcpupin'; dedicated cores are counted as reserved CPU"),
     Knob("vcpu_quota", Group.R, "int", -1, "us",
          "CFS bandwidth quota per vCPU thread per period (-1 = unlimited)",
-         "vcpu", ChangeCost.LIVE, _libvirt("setSchedulerParameters vcpu_quota (cgroup cpu.max)"),
+         "vcpu", ChangeCost.LIVE, _SIM,
          **_QUOTA_RANGE, change_weight=0.0,  # type: ignore[arg-type]
          source="libvirt 'cputune/quota'; Documentation/scheduler/sched-bwc.rst"),
     Knob("vcpu_period", Group.R, "int", 100_000, "us",
          "CFS bandwidth period for the VM's quotas",
-         "vm", ChangeCost.LIVE, _libvirt("setSchedulerParameters vcpu_period / emulator_period / global_period"),
+         "vm", ChangeCost.LIVE, _SIM,
          low=1000, high=1_000_000, scale="log",
          source="sched-bwc.rst: default period 100 ms, accepted 1 ms .. 1 s"),
     Knob("emulator_quota", Group.R, "int", -1, "us",
          "CFS bandwidth quota of the emulator threads (QEMU main loop, I/O, vhost workers)",
-         "vm", ChangeCost.LIVE, _libvirt("setSchedulerParameters emulator_quota"),
+         "vm", ChangeCost.LIVE, _SIM,
          **_QUOTA_RANGE,  # type: ignore[arg-type]
          source="libvirt 'cputune/emulator_quota'"),
     Knob("global_quota", Group.R, "int", -1, "us",
          "CFS bandwidth quota of the whole VM (all its threads together)",
-         "vm", ChangeCost.LIVE, _libvirt("setSchedulerParameters global_quota"),
+         "vm", ChangeCost.LIVE, _SIM,
          **_QUOTA_RANGE,  # type: ignore[arg-type]
          source="libvirt 'cputune/global_quota'"),
     Knob("cpu_shares", Group.R, "int", 1024, "",
          "relative CPU weight of the VM's threads against other tasks (1024 = nice 0)",
-         "vm", ChangeCost.LIVE, _libvirt("setSchedulerParameters cpu_shares (cgroup cpu.weight)"),
+         "vm", ChangeCost.LIVE, _SIM,
          low=2, high=262_144, scale="log",
          source="libvirt 'cputune/shares'; EEVDF weights as in kernel/sched/fair.c"),
     Knob("emulator_placement", Group.R, "categorical", "with_vcpus", "",
          "emulator and vhost threads share the vCPUs' pCPUs, or run on a housekeeping pCPU",
-         "vm", ChangeCost.LIVE, _libvirt("virDomainPinEmulator / emulatorpin"),
+         "vm", ChangeCost.LIVE, _SIM,
          scale="categorical", choices=("with_vcpus", "housekeeping"), change_weight=0.01,
          source="libvirt 'cputune/emulatorpin'; Red Hat realtime-virtual-host tuning guide"),
     Knob("vcpu_count", Group.R, "int", 2, "vCPUs",
@@ -233,7 +229,7 @@ KNOBS: tuple[Knob, ...] = (
     # ---------------------------------------------------------------- S: context-switch strategy
     Knob("halt_poll_ns", Group.S, "int", 200_000, "ns",
          "KVM host halt-polling cap (adaptive window grows 10 us x2 up to this)",
-         "host", ChangeCost.LIVE, _libvirt("sysfs /sys/module/kvm/parameters/halt_poll_ns (KVM hosts only)"),
+         "host", ChangeCost.LIVE, _SIM,
          low=10_000, high=1_000_000, scale="log", off=0,
          source="Documentation/virt/kvm/halt-polling.rst: x86 default 200000"),
     Knob("guest_haltpoll", Group.S, "bool", False, "",
@@ -243,7 +239,7 @@ KNOBS: tuple[Knob, ...] = (
          source="Documentation/virt/guest-halt-polling.rst"),
     Knob("vcpu_sched_policy", Group.S, "categorical", "other", "",
          "host scheduling class of the vCPU threads (SCHED_OTHER or SCHED_FIFO under RT throttling)",
-         "vm", ChangeCost.LIVE, _libvirt("sched_setscheduler on vCPU thread ids (libvirt 'cputune/vcpusched')"),
+         "vm", ChangeCost.LIVE, _SIM,
          scale="categorical", choices=("other", "fifo"), change_weight=0.01,
          source="sched(7); sched-rt-group.rst: sched_rt_runtime_us 950000 per 1000000"),
     Knob("sched_slice_us", Group.S, "int", 3000, "us",

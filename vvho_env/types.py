@@ -24,8 +24,19 @@ Settings = dict[str, KnobValue]
 
 
 class Status(enum.Enum):
+    """How far a window's telemetry can be trusted.
+
+    OK: measured as designed. DEGRADED: measured, and every request the window offered is in it
+    (timed-out requests at their latency so far, failed ones as violations), but something was off
+    and ``Telemetry.notes`` says what: requests timed out or failed, the probe's own noise was above
+    its budget, an accounting source was missing. Consumers score a DEGRADED window as measured
+    (hiding a stall would be coordinated omission) and may act on it: the env reports it in info and
+    truncates after a run of them, a host agent's guards hold the current settings.
+    FAILED: nothing usable was measured (backends raise MeasurementFailed instead of returning it).
+    """
+
     OK = "ok"
-    DEGRADED = "degraded"  # measured, but something is off (probe noise too high, timeouts)
+    DEGRADED = "degraded"
     FAILED = "failed"
 
 
@@ -43,6 +54,14 @@ class ApplyRejected(BackendError):
 
 class MeasurementFailed(BackendError):
     """A measurement window produced no usable telemetry."""
+
+
+class BackendBusy(BackendUnavailable):
+    """Another live controller holds the host or domain; two controllers would undo each other."""
+
+
+class RestoreFailed(BackendError):
+    """Original settings could not all be put back; the message lists them and how to finish."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,7 @@ class Capabilities:
     settable: frozenset[str]
     host_wide: frozenset[str]  # settable knobs whose change affects the whole host, not just the VM
     deterministic: bool  # the simulator is; a live host is not
+    service_time: bool = True  # the workload's per-request service time is applied (a plain echo has none)
 
 
 @runtime_checkable

@@ -1,16 +1,16 @@
 """Host-side plumbing for a local libvirt domain: vCPU thread ids, cgroup files, RT budgets, CPU time.
 
-Kept apart from the backend so the transaction logic reads as knob logic, not as /proc parsing.
+Kept apart from the drivers so that they read as knob logic, not as /proc parsing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import ctypes
 import os
-import threading
-import time
-from collections.abc import Callable, Sequence
+import re
+import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +18,49 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 RT_RUNTIME_SYSCTL = Path("/proc/sys/kernel/sched_rt_runtime_us")
 HALT_POLL = Path("/sys/module/kvm/parameters/halt_poll_ns")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PR_SET_PDEATHSIG = 1
 
 
-def vcpu_thread_ids(dom) -> list[int]:
-    """vCPU thread ids as QEMU reports them to libvirt (query-cpus-fast through libvirt's monitor)."""
-    import libvirt_qemu
+VCPU_THREAD = re.compile(r"CPU (\d+)/(KVM|TCG|HVF|WHPX)$")  # QEMU's vCPU thread names (debug-threads=on)
 
-    reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, '{"execute":"query-cpus-fast"}', 0))
-    return [int(c["thread-id"]) for c in sorted(reply["return"], key=lambda c: c["cpu-index"])]
+
+def vcpu_thread_ids(pid: int) -> list[int]:
+    """vCPU thread ids of a QEMU process, in vCPU order, from the thread names QEMU gives them.
+
+    libvirt always starts QEMU with ``-name ...,debug-threads=on``, so vCPU n's thread is called
+    "CPU n/TCG" (or /KVM). Read from /proc rather than asked over QEMU's monitor (query-cpus-fast): the
+    monitor blocks while QEMU is stopped, /proc answers whatever QEMU's state.
+    """
+    found: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            m = VCPU_THREAD.match((task / "comm").read_text().strip())
+            if m:
+                found[int(m.group(1))] = int(task.name)
+    return [found[i] for i in sorted(found)]
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), None if gone.
+
+    A pid plus its start time names one process for good: pids are reused, start times are not."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` to this process when its parent thread exits (PR_SET_PDEATHSIG).
+
+    Called first thing in a helper process, so that a killed controller never leaves helpers behind;
+    exits at once if the parent is already gone (the race between fork and prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getppid()
+    if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent or parent == 1:
+        os._exit(0)
 
 
 def qemu_pid(domain: str) -> int | None:
@@ -42,7 +77,8 @@ def qemu_pid(domain: str) -> int | None:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             with contextlib.suppress(OSError):
-                if f"guest={domain}".encode() in (proc / "cmdline").read_bytes():
+                # libvirt passes "-name guest=NAME,debug-threads=on": match the whole name, not a prefix
+                if f"\0guest={domain},".encode() in (proc / "cmdline").read_bytes():
                     return int(proc.name)
     return None
 
@@ -95,81 +131,53 @@ def rt_limit_in_force() -> bool:
         return False
 
 
+def rt_chain(vcpu_groups: Sequence[Path]) -> list[Path]:
+    """The cgroup-v1 directories whose cpu.rt_runtime_us a FIFO vCPU needs: each vCPU group and its
+    parents below the root, parents first."""
+    chain: set[Path] = set()
+    for g in vcpu_groups:
+        node = g
+        while (node / "cpu.rt_runtime_us").is_file() and node != CGROUP_ROOT / "cpu":
+            chain.add(node)
+            node = node.parent
+    return sorted(chain, key=lambda p: len(p.parts))
+
+
+def read_rt_runtime(paths: Sequence[Path]) -> dict[str, int]:
+    return {str(p): int((p / "cpu.rt_runtime_us").read_text()) for p in paths}
+
+
 @dataclass
 class RtBudget:
     """RT runtime granted down a cgroup-v1 chain so SCHED_FIFO is allowed (CONFIG_RT_GROUP_SCHED).
 
     With RT group scheduling a thread in a group with cpu.rt_runtime_us = 0 cannot become FIFO (EPERM).
     Granting each vCPU group a share (< 1 CPU) is itself a second RT limit on top of the global one.
+    `before` maps each cgroup directory to the runtime it had, for the revert (by us or the lease).
     """
 
-    before: dict[Path, int]
+    before: dict[str, int]
 
     @classmethod
     def grant(cls, vcpu_groups: Sequence[Path], share: float) -> RtBudget:
-        chains: dict[Path, int] = {}
+        chain = rt_chain(vcpu_groups)
+        want: dict[Path, int] = {}
         for g in vcpu_groups:
-            period = int((g / "cpu.rt_period_us").read_text())
-            chains[g] = max(chains.get(g, 0), int(share * period))
-            parent = g.parent
-            while (parent / "cpu.rt_runtime_us").is_file() and parent != CGROUP_ROOT / "cpu":
-                chains[parent] = chains.get(parent, 0) + int(share * period)
-                parent = parent.parent
-        before = {p: int((p / "cpu.rt_runtime_us").read_text()) for p in chains}
-        budget = cls(before)
+            grant = int(share * int((g / "cpu.rt_period_us").read_text()))
+            for node in chain:
+                if node == g or node in g.parents:
+                    want[node] = want.get(node, 0) + grant if node != g else max(want.get(node, 0), grant)
+        budget = cls(read_rt_runtime(chain))
         try:
-            for path in sorted(chains, key=lambda p: len(p.parts)):  # parents first
-                if before[path] < chains[path]:
-                    (path / "cpu.rt_runtime_us").write_text(str(chains[path]))
+            for path in chain:  # parents first: a child may not get more than its parent has
+                if budget.before[str(path)] < want.get(path, 0):
+                    (path / "cpu.rt_runtime_us").write_text(str(want[path]))
         except OSError:
             budget.restore()
             raise
         return budget
 
     def restore(self) -> None:
-        for path in sorted(self.before, key=lambda p: -len(p.parts)):  # children first
+        for path in sorted(self.before, key=lambda p: -len(Path(p).parts)):  # children first
             with contextlib.suppress(OSError):
-                (path / "cpu.rt_runtime_us").write_text(str(self.before[path]))
-
-
-class RtWatchdog:
-    """Reverts SCHED_FIFO on the vCPU threads when its lease runs out or the host looks starved.
-
-    A FIFO vCPU spinning under TCG can otherwise stall the host. The backend renews the lease every
-    measurement; if the controlling process stops renewing (hung, crashed in a way atexit still sees) or
-    the watchdog's own wake-ups come late (RT tasks hogging the CPU), it reverts to SCHED_OTHER.
-    """
-
-    def __init__(self, revert: Callable[[str], None], lease_s: float, late_s: float = 0.5) -> None:
-        self._revert = revert
-        self._lease_s = lease_s
-        self._late_s = late_s
-        self._expires = time.monotonic() + lease_s
-        self._stop = threading.Event()
-        self.fired: str | None = None
-        self._thread = threading.Thread(target=self._run, name="vvho-rt-watchdog", daemon=True)
-        self._thread.start()
-
-    def renew(self) -> None:
-        self._expires = time.monotonic() + self._lease_s
-
-    def _run(self) -> None:
-        tick = 0.05
-        last = time.monotonic()
-        while not self._stop.wait(tick):
-            now = time.monotonic()
-            reason = None
-            if now > self._expires:
-                reason = f"lease of {self._lease_s:.0f} s not renewed"
-            elif now - last > tick + self._late_s:
-                reason = f"watchdog woke {1000 * (now - last - tick):.0f} ms late (host starved)"
-            last = now
-            if reason:
-                self.fired = reason
-                self._revert(reason)
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
+                (Path(path) / "cpu.rt_runtime_us").write_text(str(self.before[path]))

@@ -1,5 +1,8 @@
 """CPU-bound noisy neighbours: one process per chosen pCPU with a duty cycle that follows the scenario.
 
+Each neighbour dies with the thread that started it (PR_SET_PDEATHSIG), so a killed controller leaves
+no CPU hog behind.
+
 Each neighbour works in slots of SLOT_S: at the start of a slot it becomes runnable and burns demand x SLOT_S
 of its own CPU time (counted with the thread CPU clock, so the amount of work is fixed whatever the
 contention), then sleeps until the next slot; work it could not finish carries over and it stays runnable.
@@ -17,11 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 
+from vvho_env.live.hostctl import die_with_parent
+
 SLOT_S = 0.02
 
 
 def _neighbour_main(cpu: int, demand: Synchronized, stats: SynchronizedArray, stop: Synchronized) -> None:
     """Entry point of one neighbour process (module level so the 'spawn' context can import it)."""
+    die_with_parent()  # a CPU hog must never outlive a killed controller
     try:
         os.sched_setaffinity(0, {cpu})
     except OSError:

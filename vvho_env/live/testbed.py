@@ -5,10 +5,15 @@ Debian host has a kernel in /boot, its modules, busybox-static and gcc. That is 
 boots in 10-25 s under TCG and runs a real request/response service (vvho_service.c) whose per-request
 CPU work the probe controls. Build outputs live in a cache folder outside git ($VVHO_CACHE, default
 ~/.cache/vvho/testbed); building is idempotent (a stamp of the inputs decides whether to rebuild).
+
+The testbed domain carries a metadata element (TESTBED_NS) that marks it as the project's own: `up` and
+`down` destroy or redefine only such a domain, never one an operator defined (attach to those with
+--connect/--domain/--port instead).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -28,6 +33,7 @@ from vvho_env.types import BackendUnavailable
 DEFAULT_URI = "qemu:///system"
 DEFAULT_DOMAIN = "vvho-testbed"
 DEFAULT_PORT = 17007
+GUEST_METRICS_PORT = 9100  # the guest service's Prometheus histogram (the host agent's passive source)
 SERVICE_SOURCE = Path(__file__).with_name("vvho_service.c")
 # insmod order matters: each module needs the ones before it (no modprobe/depmod in the initramfs).
 VIRTIO_NET_MODULES = (
@@ -43,6 +49,7 @@ VIRTIO_NET_MODULES = (
 # libvirt's QEMU runs as libvirt-qemu and cannot read a root-owned ~/.cache: stage boot files here.
 SYSTEM_STAGING = Path("/var/lib/libvirt/images/vvho")
 LIBVIRT_SOCKET = Path("/var/run/libvirt/libvirt-sock")
+TESTBED_NS = "https://vvho.invalid/testbed/1"  # libvirt metadata namespace marking the project's domains
 
 INIT_SCRIPT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -57,13 +64,17 @@ ip link set lo up
 ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
-echo "vvho-guest: eth0 up, starting vvho-service"
-while true; do /bin/vvho-service 7 0.0.0.0; echo "vvho-guest: service exited, restarting"; sleep 1; done
+echo "vvho-guest: eth0 up, starting the service"
+while true; do {service}; echo "vvho-guest: service exited, restarting"; sleep 1; done
 """
 
 
 class TestbedError(BackendUnavailable):
     """The testbed cannot be built or started; the message says what was tried and what to do."""
+
+
+class ForeignDomain(TestbedError):
+    """A domain of that name exists and the project did not create it: it is never destroyed or redefined."""
 
 
 def cache_dir() -> Path:
@@ -157,6 +168,42 @@ def _compile_service(out: Path) -> None:
         )
 
 
+def service_binary() -> Path:
+    """The guest service binary (also the probe's host-local echo), compiled on first use."""
+    out = cache_dir() / "vvho-service"
+    stamp = cache_dir() / "service.stamp"
+    digest = hashlib.sha256(SERVICE_SOURCE.read_bytes()).hexdigest()
+    if not (out.is_file() and stamp.is_file() and stamp.read_text() == digest):
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        _compile_service(out)
+        stamp.write_text(digest)
+    return out
+
+
+def write_initramfs(path: Path, init: str, files: list[tuple[str, int, bytes]], kver: str) -> None:
+    """A gzipped newc initramfs: busybox, the virtio-net modules of kernel `kver`, `init` and `files`
+    (path, mode, data). The testbed's image is one; a test guest with another service is another."""
+    busybox = Path("/bin/busybox")
+    entries: list[tuple[str, int, bytes]] = [
+        (d, 0o040755, b"") for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "tmp")
+    ]
+    entries += [
+        ("init", 0o100755, init.encode()),
+        ("bin/busybox", 0o100755, busybox.read_bytes()),
+        ("bin/sh", 0o120777, b"busybox"),
+        *files,
+    ]
+    entries += [(f"lib/modules/{m}.ko", 0o100644, _read_module(_module_file(kver, m))) for m in VIRTIO_NET_MODULES]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(gzip.compress(_newc_cpio(entries), compresslevel=6))
+    tmp.replace(path)
+
+
+def guest_init(service_command: str) -> str:
+    """The guest's /init: mount, load virtio-net, bring eth0 up, run `service_command` for ever."""
+    return INIT_SCRIPT.format(modules=" ".join(VIRTIO_NET_MODULES), service=service_command)
+
+
 def build_image(kernel_version: str | None = None, force: bool = False) -> GuestImage:
     """Build (or reuse) the guest kernel + initramfs + service in cache_dir(). Idempotent."""
     kver, kernel_src = _debian_kernel(kernel_version)
@@ -171,7 +218,7 @@ def build_image(kernel_version: str | None = None, force: bool = False) -> Guest
             "apt-get install -y busybox-static"
         )
     modules = {m: _module_file(kver, m) for m in VIRTIO_NET_MODULES}
-    init = INIT_SCRIPT.format(modules=" ".join(VIRTIO_NET_MODULES))
+    init = guest_init(f"/bin/vvho-service 7 0.0.0.0 --metrics-port {GUEST_METRICS_PORT}")
     stamp_src = json.dumps(
         {
             "kernel": str(kernel_src),
@@ -184,25 +231,14 @@ def build_image(kernel_version: str | None = None, force: bool = False) -> Guest
         sort_keys=True,
     )
     out = cache_dir()
-    image = GuestImage(out / f"vmlinuz-{kver}", out / "initramfs.cpio.gz", out / "vvho-service", kver)
+    if force:
+        (out / "service.stamp").unlink(missing_ok=True)
+    image = GuestImage(out / f"vmlinuz-{kver}", out / "initramfs.cpio.gz", service_binary(), kver)
     stamp = out / "build.stamp"
     if not force and image.exists() and stamp.is_file() and stamp.read_text() == stamp_src:
         return image
     out.mkdir(parents=True, exist_ok=True)
-    _compile_service(image.service)
-    entries: list[tuple[str, int, bytes]] = [
-        (d, 0o040755, b"") for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "tmp")
-    ]
-    entries += [
-        ("init", 0o100755, init.encode()),
-        ("bin/busybox", 0o100755, busybox.read_bytes()),
-        ("bin/sh", 0o120777, b"busybox"),
-        ("bin/vvho-service", 0o100755, image.service.read_bytes()),
-    ]
-    entries += [(f"lib/modules/{m}.ko", 0o100644, _read_module(p)) for m, p in modules.items()]
-    tmp = image.initramfs.with_suffix(".tmp")
-    tmp.write_bytes(gzip.compress(_newc_cpio(entries), compresslevel=6))
-    tmp.replace(image.initramfs)
+    write_initramfs(image.initramfs, init, [("bin/vvho-service", 0o100755, image.service.read_bytes())], kver)
     shutil.copyfile(kernel_src, image.kernel)
     stamp.write_text(stamp_src)
     return image
@@ -284,11 +320,14 @@ def domain_xml(
     memory_mib: int = 256,
     domain_type: str = "qemu",
 ) -> str:
-    """The testbed domain. Port forwarding goes through qemu:commandline (see module docstring)."""
+    """The testbed domain. Port forwarding goes through qemu:commandline (see module docstring): `port` to the
+    guest service, port + 1 to its metrics endpoint."""
     cmdline = "console=ttyS0 panic=-1 loglevel=4"
     console = escape(str(console_log_path(name)))
+    forwards = f"hostfwd=tcp:127.0.0.1:{port}-:7,hostfwd=tcp:127.0.0.1:{port + 1}-:{GUEST_METRICS_PORT}"
     return f"""<domain type='{domain_type}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{escape(name)}</name>
+  <metadata><vvho:testbed xmlns:vvho='{TESTBED_NS}' port='{port}'/></metadata>
   <memory unit='MiB'>{memory_mib}</memory>
   <vcpu placement='static'>{vcpus}</vcpu>
   <os>
@@ -309,7 +348,7 @@ def domain_xml(
   </devices>
   <qemu:commandline>
     <qemu:arg value='-netdev'/>
-    <qemu:arg value='user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:7'/>
+    <qemu:arg value='user,id=n0,{forwards}'/>
     <qemu:arg value='-device'/>
     <qemu:arg value='virtio-net-pci,netdev=n0,addr=0x9'/>
   </qemu:commandline>
@@ -347,6 +386,11 @@ class TestbedState:
     vcpus: int
     boot_s: float
 
+    @property
+    def metrics_url(self) -> str:
+        """The guest service's Prometheus endpoint, forwarded to the host at port + 1."""
+        return f"http://127.0.0.1:{self.port + 1}/metrics"
+
     def save(self) -> None:
         cache_dir().mkdir(parents=True, exist_ok=True)
         (cache_dir() / f"{self.domain}.json").write_text(json.dumps(asdict(self)))
@@ -362,13 +406,12 @@ def _kvm_verdict_path() -> Path:
 
 
 def _open(uri: str):
+    from vvho_env.live.connection import libvirt_module
+
     try:
-        import libvirt
-    except ImportError as exc:
-        raise TestbedError(
-            "libvirt-python is not installed; run scripts/install-testbed-deps.sh .venv "
-            "(or pip install 'vvho[live]')"
-        ) from exc
+        libvirt = libvirt_module()
+    except BackendUnavailable as exc:
+        raise TestbedError(str(exc)) from None
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
@@ -378,12 +421,43 @@ def _open(uri: str):
         ) from exc
 
 
-def _destroy_and_undefine(conn, name: str) -> bool:
+def is_project_domain(dom) -> bool:
+    """True if the domain carries the testbed's metadata element (the project defined it)."""
     import libvirt
 
     try:
-        dom = conn.lookupByName(name)
+        dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, TESTBED_NS)
     except libvirt.libvirtError:
+        return False
+    return True
+
+
+def _lookup(conn, name: str):
+    import libvirt
+
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return None
+
+
+def refuse_foreign(conn, name: str) -> None:
+    """Raise ForeignDomain if a domain `name` exists that the project did not create."""
+    dom = _lookup(conn, name)
+    if dom is not None and not is_project_domain(dom):
+        raise ForeignDomain(
+            f"domain {name!r} at {conn.getURI()!r} was not created by `vvho testbed up` (it has no vvho "
+            f"testbed metadata), so vvho will not destroy or redefine it (UUID {dom.UUIDString()} stays). "
+            f"To tune it, attach to it: --connect {conn.getURI()} --domain {name} --port P (the host port of "
+            "its TCP echo service); for a testbed, pick another --domain"
+        )
+
+
+def _destroy_and_undefine(conn, name: str) -> bool:
+    """Remove the project's testbed domain `name`; refuses (ForeignDomain) a domain it did not define."""
+    refuse_foreign(conn, name)
+    dom = _lookup(conn, name)
+    if dom is None:
         return False
     if dom.isActive():
         dom.destroy()
@@ -399,7 +473,8 @@ def _boot(conn, name: str, xml: str, port: int, timeout_s: float) -> float:
         dom = conn.defineXML(xml)
         dom.create()
     except libvirt.libvirtError as exc:
-        _destroy_and_undefine(conn, name)
+        with contextlib.suppress(TestbedError):
+            _destroy_and_undefine(conn, name)
         raise TestbedError(f"libvirt could not start domain {name!r}: {exc}") from exc
     try:
         return wait_for_service(port, timeout_s)
@@ -429,9 +504,14 @@ def up(
             f"127.0.0.1:{port} already answers but no testbed {domain!r} is recorded; "
             "something else owns the port: pick another with --port"
         )
-    image = build_image()
     ensure_libvirtd()
     conn = _open(uri)
+    try:
+        refuse_foreign(conn, domain)
+    except ForeignDomain:
+        conn.close()
+        raise
+    image = build_image()
     try:
         kernel, initrd = _stage(image, uri)
         tried = []
@@ -501,7 +581,7 @@ def status(uri: str = DEFAULT_URI, domain: str = DEFAULT_DOMAIN) -> dict[str, ob
         "image_built": build_cached_image_exists(),
     }
     if state:
-        out.update(port=state.port, domain_type=state.domain_type, vcpus=state.vcpus)
+        out.update(port=state.port, metrics_url=state.metrics_url, domain_type=state.domain_type, vcpus=state.vcpus)
     if out["libvirtd"] or uri != DEFAULT_URI:
         try:
             conn = _open(uri)
