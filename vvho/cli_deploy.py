@@ -10,6 +10,7 @@ Nothing here imports torch or unpickles anything: the host loads ONNX + JSON onl
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -17,15 +18,12 @@ from typing import Annotated, Any
 
 import typer
 
+from vvho import ui
+from vvho.options import OptionError
 from vvho_env.live import testbed as tb
 
 deploy_app = typer.Typer(help="Run a trained policy on a live host under guards (shadow, then active).",
                          no_args_is_help=False)
-
-
-def _fail(msg: str) -> typer.Exit:
-    typer.secho(f"error: {msg}", fg="red", err=True)
-    return typer.Exit(code=2)
 
 
 def _default_log(domain: str) -> Path:
@@ -65,11 +63,11 @@ def deploy(
     if ctx.invoked_subcommand is not None:
         return
     if bundle is None:
-        raise _fail("give --bundle DIR (a bundle from `vvho export`), or a subcommand: promote, status")
+        raise OptionError("give --bundle DIR (a bundle from `vvho export`), or a subcommand: promote, status")
     from agents.bundle import BundleError
     from agents.deploy.agent import MODES, HostAgent
     from agents.deploy.audit import AuditLog
-    from agents.deploy.limits import LimitsError, load_limits
+    from agents.deploy.limits import load_limits
     from agents.deploy.metrics import Metrics
     from agents.deploy.policy import DeployedPolicy
     from vvho_env.live import open_backend
@@ -78,21 +76,16 @@ def deploy(
     from vvho_env.types import BackendError
 
     if mode not in MODES:
-        raise _fail(f"--mode {mode!r} not accepted; accepted: {', '.join(MODES)}")
-    try:
-        from agents.bundle import PolicyBundle
+        raise OptionError(f"--mode {mode!r} not accepted; accepted: {', '.join(MODES)}")
+    from agents.bundle import PolicyBundle
 
-        knob_names = PolicyBundle(bundle).knob_names  # the checksum first: nothing touches the host before
-        lim = load_limits(limits, knob_names)
-        latency = PrometheusSource(latency_url, latency_metric) if latency_url else None
-    except (BundleError, LimitsError) as exc:
-        raise _fail(str(exc)) from None
-    except OSError as exc:
-        raise _fail(f"--latency-url {latency_url}: {exc}") from None
+    knob_names = PolicyBundle(bundle).knob_names  # the checksum first: nothing touches the host before
+    lim = load_limits(limits, knob_names)
     try:
-        backend = open_backend(uri, domain, port, probe_host=probe_host, latency=latency, neighbour_cpus=())
-    except BackendError as exc:
-        raise _fail(str(exc)) from None
+        latency = PrometheusSource(latency_url, latency_metric) if latency_url else None
+    except OSError as exc:
+        raise OptionError(f"--latency-url {latency_url}: {exc}") from None
+    backend = open_backend(uri, domain, port, probe_host=probe_host, latency=latency, neighbour_cpus=())
     metrics = None
     try:
         policy = DeployedPolicy(bundle, backend.capabilities(), backend.unavailable)
@@ -102,12 +95,14 @@ def deploy(
         if metrics_port:
             metrics = Metrics(metrics_port, {"bundle_sha256": policy.sha256, "mode": mode, "domain": domain})
         agent = HostAgent(backend, policy, lim, audit, mode=mode, dry_run=dry_run, interval_s=interval,
-                          workload=workload, metrics=metrics, echo=typer.echo)
+                          workload=workload, metrics=metrics, echo=ui.info)
     except (BundleError, BackendError, OSError) as exc:
         backend.close()
         if metrics is not None:
             metrics.close()
-        raise _fail(str(exc)) from None
+        if isinstance(exc, OSError):
+            raise OptionError(f"vvho deploy: {exc}") from None
+        raise
     reason = {"why": f"ran {intervals} intervals" if intervals else "stopped"}
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -116,18 +111,15 @@ def deploy(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    typer.echo(f"vvho deploy: {mode}{' (dry run)' if dry_run else ''} on {domain} at {uri}, bundle {bundle} "
+    ui.info(f"vvho deploy: {mode}{' (dry run)' if dry_run else ''} on {domain} at {uri}, bundle {bundle} "
                f"(sha256 {policy.sha256[:12]}), knobs {', '.join(policy.knob_names)}, every {agent.interval_s:g} s; "
                f"log {audit.path}" + (f"; metrics http://127.0.0.1:{metrics.port}/metrics" if metrics else ""))
-    sys.stdout.flush()
+    sys.stderr.flush()
     try:
         agent.run(str(bundle), intervals)
     finally:
-        try:
-            agent.finish(keep, reason["why"])
-        except BackendError as exc:
-            raise _fail(str(exc)) from None
-    typer.echo(f"vvho deploy: {reason['why']}; " + ("kept the current settings" if keep else
+        agent.finish(keep, reason["why"])
+    ui.info(f"vvho deploy: {reason['why']}; " + ("kept the current settings" if keep else
                                                     "restored the settings found at start"))
 
 
@@ -141,13 +133,14 @@ def _records(log: Path) -> list[dict[str, Any]]:
     try:
         return list(read_log(log))
     except OSError as exc:
-        raise _fail(f"{log}: cannot read the audit log: {exc.strerror or exc}") from None
+        raise OptionError(f"{log}: cannot read the audit log: {exc.strerror or exc}") from None
 
 
 @deploy_app.command("promote")
 def promote_cmd(
     logs: Annotated[list[Path], typer.Argument(help="audit log(s): a shadow run and an active (canary) run, "
                                                "or one log holding both, oldest first")],
+    json_out: ui.JsonOpt = False,
 ) -> None:
     """The promotion gate: compare the canary's measured windows with the settings it replaced (exit 0
     PROMOTE, 1 HOLD, 2 REJECT). The rule is in docs/deploy.md."""
@@ -155,47 +148,55 @@ def promote_cmd(
 
     records = [r for log in logs for r in _records(log)]
     res = gate(records)
-    typer.echo(f"{res.verdict}: baseline {res.baseline} windows, canary {res.canary} windows; mean objective "
+    code = {"PROMOTE": 0, "HOLD": 1, "REJECT": 2}[res.verdict]
+    if json_out:
+        ui.emit_json(dataclasses.asdict(res))
+        raise typer.Exit(code=code)
+    ui.stdout().print(f"{res.verdict}: baseline {res.baseline} windows, canary {res.canary} windows; mean objective "
                f"improvement {res.improvement:.3f} (95% CI {res.ci_low:.3f} .. {res.ci_high:.3f}); p99 "
-               f"{res.p99_baseline_us / 1000:.1f} -> {res.p99_canary_us / 1000:.1f} ms; rollbacks {res.rollbacks}")
+               f"{res.p99_baseline_us / 1000:.1f} -> {res.p99_canary_us / 1000:.1f} ms; rollbacks {res.rollbacks}",
+                      soft_wrap=True, highlight=False, markup=False)
     for why in res.reasons:
-        typer.echo(f"  {why}")
-    raise typer.Exit(code={"PROMOTE": 0, "HOLD": 1, "REJECT": 2}[res.verdict])
+        ui.stdout().print(f"  {why}", soft_wrap=True, highlight=False, markup=False)
+    raise typer.Exit(code=code)
 
 
 @deploy_app.command("status")
 def status_cmd(
     log: Annotated[Path, typer.Argument(help="audit log of `vvho deploy`")],
     plot: Annotated[Path | None, typer.Option(help="also write a plot of p99 and objective (PNG)")] = None,
+    json_out: ui.JsonOpt = False,
+    wide: ui.WideOpt = False,
 ) -> None:
     """Summarise a host agent's log: runs, changes, rollbacks, guard verdicts, before/after latency."""
-    from rich.console import Console
-    from rich.table import Table
-
     from agents.deploy import report
 
     records = _records(log)
     s = report.summarise(records)
-    console = Console(width=160)
-    for run in s["runs"]:
-        console.print(f"run {run['time']}: {run['mode']}{' (dry run)' if run['dry_run'] else ''}, bundle "
-                      f"{run['bundle']} ({run['sha256']})")
-    for stop in s["stops"]:
-        console.print(f"stop {stop['time']}: {stop['reason']}, {'kept' if stop['kept'] else 'restored'} settings"
-                      + (f", error: {stop['error']}" if stop["error"] else ""))
-    t = Table("", "windows", "mean objective", "pooled p99 (ms)", "degraded")
-    for name in ("before", "after"):
-        side = s[name]
-        t.add_row(f"{name} the first change", f"{side['windows']:.0f}", f"{side['objective']:.3f}",
-                  f"{side['p99_us'] / 1000:.1f}", f"{side['degraded']:.0f}")
-    console.print(t)
-    g = Table("guard verdict", "times")
-    for k, n in s["guards"].items():
-        g.add_row(k, str(n))
-    console.print(g)
-    console.print(f"{s['decisions']} decisions, {len(s['changes'])} changes applied, {s['rollbacks']} rollbacks, "
-                  f"{s['faults']} faults")
-    for c in s["changes"]:
-        console.print(f"  {c['time']} {'ROLLBACK ' if c['rollback'] else ''}{c['applied']}")
     if plot is not None:
-        console.print(f"plot: {report.plot(records, plot)}")
+        s["plot"] = str(report.plot(records, plot))
+    if json_out:
+        ui.emit_json(s)
+        return
+    out = ui.stdout()
+    for run in s["runs"]:
+        out.print(f"run {run['time']}: {run['mode']}{' (dry run)' if run['dry_run'] else ''}, bundle "
+                  f"{run['bundle']} ({run['sha256']})", soft_wrap=True, highlight=False, markup=False)
+    for stop in s["stops"]:
+        out.print(f"stop {stop['time']}: {stop['reason']}, {'kept' if stop['kept'] else 'restored'} settings"
+                  + (f", error: {stop['error']}" if stop["error"] else ""), soft_wrap=True, highlight=False,
+                  markup=False)
+    ui.print_table([ui.Col("", "id"), ui.Col("windows"), ui.Col("mean J"), ui.Col("pooled p99 ms"),
+                    ui.Col("degraded")],
+                   [[f"{name} the first change", ui.fmt(s[name]["windows"], ".0f"), ui.fmt(s[name]["objective"]),
+                     ui.fmt(s[name]["p99_us"] / 1000, ".1f"), ui.fmt(s[name]["degraded"], ".0f")]
+                    for name in ("before", "after")], wide=wide)
+    ui.print_table([ui.Col("guard verdict", "id"), ui.Col("times")], [[k, str(n)] for k, n in s["guards"].items()],
+                   wide=wide)
+    out.print(f"{s['decisions']} decisions, {len(s['changes'])} changes applied, {s['rollbacks']} rollbacks, "
+              f"{s['faults']} faults", highlight=False)
+    for c in s["changes"]:
+        out.print(f"  {c['time']} {'ROLLBACK ' if c['rollback'] else ''}{c['applied']}", soft_wrap=True,
+                  highlight=False, markup=False)
+    if plot is not None:
+        out.print(f"plot: {s['plot']}", soft_wrap=True, highlight=False, markup=False)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from vvho import ui
 from vvho_env.live import testbed as tb
 from vvho_env.types import BackendError
 
@@ -31,22 +32,25 @@ PROBE_HOST = typer.Option("127.0.0.1", "--probe-host", help="address the probe c
 SERVICE = typer.Option("auto", "--service", help="auto, vvho (the project's service) or echo (any TCP echo)")
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    return typer.Exit(code=1)
+def _print(data: dict[str, Any], json_out: bool) -> None:
+    """A command's result: key-value lines, or JSON with --json."""
+    if json_out:
+        ui.emit_json(data)
+        return
+    ui.print_table([ui.Col("", "id"), ui.Col("", "text")],
+                   [[k, v if isinstance(v, str) else json.dumps(ui.plain(v))] for k, v in data.items()])
 
 
 @testbed_app.command()
 def build(
     force: bool = typer.Option(False, help="rebuild even if the inputs did not change"),
     kernel: str = typer.Option("", help="kernel version from /boot (default: newest with modules)"),
+    json_out: ui.JsonOpt = False,
 ) -> None:
     """Build the guest kernel + busybox initramfs + service into the cache folder ($VVHO_CACHE)."""
-    try:
+    with ui.heartbeat("building the guest image"):
         image = tb.build_image(kernel or None, force=force)
-    except BackendError as exc:
-        raise _fail(exc) from None
-    typer.echo(f"kernel    {image.kernel}\ninitramfs {image.initramfs}\nservice   {image.service}")
+    _print({"kernel": str(image.kernel), "initramfs": str(image.initramfs), "service": str(image.service)}, json_out)
 
 
 @testbed_app.command()
@@ -57,33 +61,31 @@ def up(
     vcpus: int = typer.Option(1, min=1, max=4, help="guest vCPUs (keep below the host's pCPU count)"),
     accel: str = typer.Option("auto", help="auto (boot-test KVM once, else TCG), kvm or tcg"),
     timeout: float = typer.Option(120.0, help="seconds to wait for the guest service"),
+    json_out: ui.JsonOpt = False,
 ) -> None:
     """Start libvirt if needed, boot the project's guest and wait until its service answers. Refuses a
     domain of that name that the project did not create."""
-    try:
+    with ui.heartbeat(f"booting {domain}"):
         state = tb.up(uri, domain, port, vcpus, accel, boot_timeout_s=timeout)
-    except BackendError as exc:
-        raise _fail(exc) from None
-    typer.echo(
-        f"{domain} up ({state.domain_type}, {state.vcpus} vCPU) in {state.boot_s:.1f} s; "
-        f"service on 127.0.0.1:{state.port}"
-    )
+    if json_out:
+        ui.emit_json({"domain": domain, "type": state.domain_type, "vcpus": state.vcpus, "boot_s": state.boot_s,
+                      "port": state.port})
+        return
+    ui.stdout().print(f"{domain} up ({state.domain_type}, {state.vcpus} vCPU) in {state.boot_s:.1f} s; "
+                      f"service on 127.0.0.1:{state.port}", soft_wrap=True, highlight=False)
 
 
 @testbed_app.command()
 def down(uri: str = URI, domain: str = DOMAIN) -> None:
     """Destroy and undefine the project's guest (libvirtd keeps running); never a domain it did not create."""
-    try:
-        existed = tb.down(uri, domain)
-    except BackendError as exc:
-        raise _fail(exc) from None
-    typer.echo(f"{domain} {'destroyed' if existed else 'was not defined'}")
+    existed = tb.down(uri, domain)
+    ui.stdout().print(f"{domain} {'destroyed' if existed else 'was not defined'}", soft_wrap=True, highlight=False)
 
 
 @testbed_app.command()
 def status(uri: str = URI, domain: str = DOMAIN) -> None:
-    """Show daemons, domain state and whether the guest service answers (JSON)."""
-    typer.echo(json.dumps(tb.status(uri, domain), indent=2))
+    """Show daemons, domain state and whether the guest service answers (always JSON)."""
+    ui.emit_json(tb.status(uri, domain))
 
 
 @host_app.command()
@@ -96,6 +98,7 @@ def check(
     seconds: float = typer.Option(5.0, help="length of the probe RTT baseline window (5 s at 200/s gives the "
                                   "1000 local-echo samples the noise check needs)"),
     rate: float = typer.Option(200.0, help="probe requests per second in the baseline window"),
+    json_out: ui.JsonOpt = False,
 ) -> None:
     """Report libvirt version, KVM usability, which knobs this host can set (and why not), the probe
     target and an RTT baseline. Changes nothing on the domain."""
@@ -129,14 +132,14 @@ def check(
             ok = False
         else:
             try:
-                _check_backend(backend, lines, seconds, rate)
+                with ui.heartbeat(f"probing {domain} for {seconds:g} s"):
+                    _check_backend(backend, lines, seconds, rate)
             except BackendError as exc:
                 lines["probe"] = f"failed: {exc}"
                 ok = False
             finally:
                 backend.close()
-    for k, val in lines.items():
-        typer.echo(f"{k:20s} {val}")
+    _print(lines | {"ok": ok}, json_out)
     if not ok:
         raise typer.Exit(code=1)
 
@@ -170,6 +173,7 @@ def restore(
     domain: str = DOMAIN,
     port: int | None = PORT,
     probe_host: str = PROBE_HOST,
+    json_out: ui.JsonOpt = False,
 ) -> None:
     """Put back the original settings a crashed controller left changed (its persisted snapshot), check
     them by read-back and remove the snapshot. Does nothing if there is none; refuses while its owner runs."""
@@ -178,25 +182,28 @@ def restore(
 
     path = SnapshotStore().path(uri, domain)
     if not path.exists():
-        typer.echo(f"nothing to restore: no snapshot for domain {domain!r} at {uri!r} ({path})")
+        _restored(json_out, f"nothing to restore: no snapshot for domain {domain!r} at {uri!r} ({path})", {})
         return
-    try:
-        backend = open_backend(uri, domain, port, require_port=False, probe_host=probe_host)
-    except BackendError as exc:
-        raise _fail(exc) from None
+    backend = open_backend(uri, domain, port, require_port=False, probe_host=probe_host)
     try:
         snap = backend.recovered
         now = backend.read()
-    except BackendError as exc:
-        raise _fail(exc) from None
     finally:
         backend.close()
     if snap is None:
-        typer.echo(f"the snapshot {path} belonged to another domain under this name; removed")
+        _restored(json_out, f"the snapshot {path} belonged to another domain under this name; removed", {})
         return
-    typer.echo(f"restored domain {domain!r} at {uri!r} to the settings of {snap.taken} (left by pid {snap.owner.pid}):")
-    for k in sorted(snap.settings):
-        typer.echo(f"  {k:20s} {now.get(k, snap.settings[k])!r}")
+    _restored(json_out, f"restored domain {domain!r} at {uri!r} to the settings of {snap.taken} (left by pid "
+              f"{snap.owner.pid}):", {k: now.get(k, snap.settings[k]) for k in sorted(snap.settings)})
+
+
+def _restored(json_out: bool, message: str, settings: dict[str, Any]) -> None:
+    if json_out:
+        ui.emit_json({"message": message, "settings": settings})
+        return
+    ui.stdout().print(message, soft_wrap=True, highlight=False, markup=False)
+    if settings:
+        ui.print_table([ui.Col("knob", "id"), ui.Col("value", "id")], [[k, repr(v)] for k, v in settings.items()])
 
 
 def register(app: typer.Typer) -> None:

@@ -79,11 +79,12 @@ def error_line(message: str) -> None:
 
 # -- JSON ------------------------------------------------------------------------------------------
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A value JSON can hold: containers recursively, paths as text, numpy scalars as Python, NaN/inf as None."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
@@ -94,7 +95,7 @@ def _plain(value: Any) -> Any:
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(plain(data), indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

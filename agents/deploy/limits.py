@@ -27,10 +27,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vvho_env import knobs
+from vvho_env.errors import VVHOError
 from vvho_env.types import KnobValue
 
 
-class LimitsError(ValueError):
+class LimitsError(VVHOError, ValueError):
     """A limits file that cannot be used; the message names the file and the field."""
 
 

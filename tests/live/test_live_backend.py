@@ -195,11 +195,23 @@ def test_fifo_lease_reverts_when_not_renewed(testbed) -> None:  # type: ignore[n
 
 # ----------------------------------------------------------------------------- effects
 def test_tight_vcpu_quota_raises_p99(backend) -> None:  # type: ignore[no-untyped-def]
-    _, p99_free = _p99(backend)
-    backend.apply({"vcpu_quota": 20000, "vcpu_period": 100000})
-    _, p99_tight = _p99(backend)
-    print(f"p99 unthrottled {p99_free:.0f} us, vcpu_quota 20000/100000 {p99_tight:.0f} us")
+    """A 20% vCPU quota raises p99 against no quota, windows alternating (free, tight, ...).
+
+    One window alone is not a reference on this host (itself a VM shared with other jobs): a CI run
+    measured 863 ms for the unthrottled window right after the guest booted and 108 ms throttled.
+    Three pairs after a warm-up window; the medians are compared and the effect must show in two pairs.
+    """
+    _p99(backend, 2.0)  # warm-up: the guest's first requests after boot are not a reference
+    free, tight = [], []
+    for _ in range(3):
+        backend.apply({"vcpu_quota": -1})
+        free.append(_p99(backend)[1])
+        backend.apply({"vcpu_quota": 20000, "vcpu_period": 100000})
+        tight.append(_p99(backend)[1])
+    p99_free, p99_tight = float(np.median(free)), float(np.median(tight))
+    print(f"p99 unthrottled {p99_free:.0f} us {free}, vcpu_quota 20000/100000 {p99_tight:.0f} us {tight}")
     assert p99_tight > 3 * p99_free and p99_tight > 10_000
+    assert sum(t > 3 * f for f, t in zip(free, tight, strict=True)) >= 2
 
 
 def test_neighbour_on_the_vcpu_pcpu_raises_p99(backend) -> None:  # type: ignore[no-untyped-def]

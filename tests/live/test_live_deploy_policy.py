@@ -39,12 +39,13 @@ def _vvho(*args: str) -> str:
 
 
 def _train_bundle(tmp: Path) -> Path:
-    out = _vvho("train", "--config", "configs/ppo_testbed.yaml", "--no-progress",
+    out = _vvho("train", "--config", "ppo_testbed", "--json",
                 "--set", f"env.knob_names=[{', '.join(KNOBS)}]", "--set", "train.total_timesteps=20000",
                 "--set", "train.eval_every=1000000", "--set", "train.checkpoint_every=1000000",
-                "--set", f"tracking.checkpoint_dir={tmp / 'ckpt'}", "--tracking-uri", f"sqlite:///{tmp}/m.db")
-    run_id = out.split("run_id")[-1].split()[0]
-    _vvho("export", run_id, "--out", str(tmp / "policy"), "--tracking-uri", f"sqlite:///{tmp}/m.db")
+                "--results-dir", str(tmp), "--tracking-uri", f"sqlite:///{tmp}/m.db")
+    run_id = json.loads(out)["run_id"]
+    _vvho("export", run_id, "--out", str(tmp / "policy"), "--results-dir", str(tmp),
+          "--tracking-uri", f"sqlite:///{tmp}/m.db")
     return tmp / "policy"
 
 
