@@ -44,11 +44,12 @@ def vvho(*args: str) -> str:
 def train_bundle(tmp: Path) -> Path:
     """A PPO bundle of the default architecture (64x64 MLP) on the testbed profile; its quality is
     irrelevant here, its graph is what a host runs."""
-    out = vvho("train", "--config", "configs/ppo_testbed.yaml", "--no-progress", "--set", "train.total_timesteps=2048",
+    out = vvho("train", "--config", "ppo_testbed", "--json", "--set", "train.total_timesteps=2048",
                "--set", "train.eval_every=1000000", "--set", "train.checkpoint_every=1000000",
-               "--set", f"tracking.checkpoint_dir={tmp / 'ckpt'}", "--tracking-uri", f"sqlite:///{tmp}/m.db")
-    run_id = out.split("run_id")[-1].split()[0]
-    vvho("export", run_id, "--out", str(tmp / "bundle"), "--tracking-uri", f"sqlite:///{tmp}/m.db")
+               "--results-dir", str(tmp), "--tracking-uri", f"sqlite:///{tmp}/m.db")
+    run_id = json.loads(out)["run_id"]
+    vvho("export", run_id, "--out", str(tmp / "bundle"), "--results-dir", str(tmp),
+         "--tracking-uri", f"sqlite:///{tmp}/m.db")
     return tmp / "bundle"
 
 
