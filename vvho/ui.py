@@ -182,7 +182,8 @@ def print_table(cols: Sequence[Col], rows: Sequence[Sequence[str]], title: str |
         heading = title if len(parts) == 1 else f"{title + ' ' if title else ''}(table {n + 1} of {len(parts)})"
         if heading:  # a line of its own: a table title would wrap at the table's width
             con.print(escape(heading), soft_wrap=True, highlight=False)
-        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_header=any(c.header for c in cols))
+        header = any(c.header for c in cols)
+        t = Table(box=box.SIMPLE_HEAD if header else None, pad_edge=False, collapse_padding=True, show_header=header)
         for i in idx:
             c = cols[i]
             t.add_column(c.header, justify="right" if c.kind == "num" else "left", no_wrap=c.kind != "text",
