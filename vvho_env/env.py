@@ -414,6 +414,7 @@ class VVHOVectorEnv(VectorEnv):
         self._steps = np.zeros(num_envs, dtype=np.int64)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
         self._rng = np.random.default_rng()
+        self.last_telemetry: list[Telemetry] = []  # the last window of every env, with its histogram
 
     def _reset_env(self, k: int, backend_seed: int) -> np.ndarray:
         sc = self.mixture.draw(backend_seed) if self.mixture is not None else self._fixed[k]  # type: ignore[index]
@@ -469,7 +470,7 @@ class VVHOVectorEnv(VectorEnv):
                 applied = self.sim.apply_env(k, changed)
                 costs[k] = change_cost(prev, applied)
             self._prev[k] = position
-        tels = self.sim.run(self.scenario.interval_s)
+        tels = self.last_telemetry = self.sim.run(self.scenario.interval_s)
         obs = np.zeros((self.num_envs, self.codec.obs_size), dtype=np.float32)
         for k in range(self.num_envs):
             obs[k] = self._observe(k, tels[k])

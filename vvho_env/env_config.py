@@ -76,11 +76,12 @@ class EnvConfig(StrictModel):
             return {**raw, "scenario": raw["mixture"][0]}
         return raw
 
-    def training_scenarios(self) -> str | ScenarioMixture:
+    def training_scenarios(self, randomise: bool | None = None) -> str | ScenarioMixture:
         """What the training envs run: the scenario, or the mixture with its randomisation."""
-        if self.mixture is None:
+        if self.mixture is None and self.randomisation is None:
             return self.scenario
-        return ScenarioMixture.of(self.mixture, self.randomise, self.randomisation)
+        return ScenarioMixture.of(self.mixture or [self.scenario], self.randomise if randomise is None else randomise,
+                                  self.randomisation)
 
     def scenario_list(self) -> list[Scenario]:
         """The scenarios training draws from (the scenario alone without a mixture)."""
