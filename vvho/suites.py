@@ -33,7 +33,7 @@ from vvho_env.variants import SEPARATOR
 SUITE_DIR = Path(str(resources.files("vvho") / "configs" / "suites"))
 SCHEMA_PATH = SUITE_DIR / "schema.json"
 TUNERS = ("static-default", "expert", "random", "gd-offline", "gd-online", "bo", "controller")
-REFERENCES = ("best-known",)
+REFERENCES = ("best-known", "best-static")
 RL_ALGORITHMS = ("ppo", "recurrent_ppo", "a2c", "sac", "td3")
 DEFAULT_METHODS = (*TUNERS, *REFERENCES, "ppo")
 SCENARIO_ACCEPTED = "a catalogue id, a YAML scenario file (path or path#id) or a held-out variant BASE~N"
