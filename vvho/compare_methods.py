@@ -68,6 +68,8 @@ def _search_config(level: str) -> Any:
 
     if level == "reduced":  # the adaptivity test's reduced budget: one seed, one sweep
         return SearchConfig(seeds=(1,), windows=4, warmup=2, sweeps=1)
+    if level == "smoke":  # for smoke tests only: one start, a 3-point grid, two measured windows
+        return SearchConfig(seeds=(1,), windows=2, warmup=1, grid=3, sweeps=1, starts=("default",))
     return SearchConfig()
 
 

@@ -118,8 +118,9 @@ class CompareSettings(StrictModel):
     rl: list[RLAgent] = Field(default_factory=lambda: [RLAgent(name="ppo", config="ppo_core")],
                               description="RL agents among the methods")
     workers: int = Field(2, ge=1, le=256, description="parallel trial processes")
-    reference_search: Literal["full", "reduced"] = Field("full", description="the best-known search: the full "
-                                                         "one, or a reduced one for smoke tests (cached either way)")
+    reference_search: Literal["full", "reduced", "smoke"] = Field(
+        "full", description="the best-known search: the full one, a reduced one (one seed, one sweep) for short "
+        "jobs, or a token one for smoke tests (cached either way); its level is printed in the report")
 
     @model_validator(mode="after")
     def _methods(self) -> CompareSettings:
