@@ -189,13 +189,14 @@ class _Engine:
         self.pending[self.runner.submit(fn, arg)] = (kind, arg)
 
     def run(self) -> None:
+        # the longest jobs first: training, then the reference searches, then the trials that need neither
         needs_search = [m for m in self.methods if m in REFERENCES]
-        for entry in self.scenarios:
-            if any(self._trials(m, TUNER, [entry]) for m in needs_search):
-                self._submit("search", run_search, SearchJob(entry[0], str(self.paths.root), self.plan.search_level))
         for name, agent in self.plan.agents.items():
             if name in self.methods and self._trials(name, POLICY, self.scenarios):
                 self._start_agent(name, agent)
+        for entry in self.scenarios:
+            if any(self._trials(m, TUNER, [entry]) for m in needs_search):
+                self._submit("search", run_search, SearchJob(entry[0], str(self.paths.root), self.plan.search_level))
         for m in self.methods:
             if m not in needs_search and m not in self.plan.agents:
                 for t in self._trials(m, TUNER, self.scenarios):

@@ -24,21 +24,6 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-class InlineRunner:
-    """Runs each job at once in this process (one worker; easiest to debug)."""
-
-    def submit(self, fn: Callable[[Any], T], arg: Any) -> Future[T]:
-        future: Future[T] = Future()
-        try:
-            future.set_result(fn(arg))
-        except Exception as exc:  # the engine reads it from the future, as from a worker's
-            future.set_exception(exc)
-        return future
-
-    def close(self) -> None:
-        pass
-
-
 class ProcessRunner:
     """Jobs in `workers` spawned processes."""
 
@@ -53,4 +38,4 @@ class ProcessRunner:
 
 
 def local_runner(workers: int) -> Runner:
-    return InlineRunner() if workers <= 1 else ProcessRunner(workers)
+    return ProcessRunner(workers)
