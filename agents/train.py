@@ -88,9 +88,10 @@ def _mean_metrics(results: list[EpisodeResult]) -> dict[str, float]:
 
 
 def evaluate_model(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: TrainingConfig,
-                   seeds: list[int]) -> EvalRecord:
+                   seeds: list[int], trace: list[tuple[np.ndarray, np.ndarray]] | None = None) -> EvalRecord:
     """Deterministic policy on each training scenario (nominal, not randomised), one episode per seed
-    and scenario, all in one batch; each episode measured as the harness measures it."""
+    and scenario, all in one batch; each episode measured as the harness measures it. `trace`, if
+    given, receives per step the normalised observations the policy saw and the knob positions held."""
     scenarios = cfg.env.scenario_list()
     jobs = [(sc, s) for sc in scenarios for s in seeds]
     env = VVHOVectorEnv(len(jobs), [sc for sc, _ in jobs], knob_names=cfg.env.knob_names,
@@ -103,7 +104,9 @@ def evaluate_model(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: Trai
     done = np.zeros(len(jobs), dtype=bool)
     p99: list[np.ndarray] = []
     for _ in range(env.max_steps):
-        x = vecnorm.normalize_obs(obs) if vecnorm is not None else obs
+        x = np.asarray(vecnorm.normalize_obs(obs) if vecnorm is not None else obs)
+        if trace is not None:
+            trace.append((x[~done], obs[~done, -len(env.knob_names):]))
         action, state = model.predict(x, state=state, episode_start=starts, deterministic=True)
         starts[:] = False
         obs, rewards, _, truncs, info = env.step(action)

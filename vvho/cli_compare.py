@@ -15,7 +15,8 @@ MLFLOW_VIEW = ("MLflow 3's UI opens in its GenAI view: the compare and its trial
 
 def compare_cmd(
     suite: Annotated[str, typer.Option("--suite", help="a shipped suite (core, quick, tiny) or a suite YAML file")],
-    methods: Annotated[str | None, typer.Option("--methods", help="comma-separated methods [default: the suite's]")] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="comma-separated methods [default: the "
+                                                "suite's]")] = None,
     budget: Annotated[int | None, typer.Option(parser=int_option(1, 10**7), help="tuning windows per tuner trial "
                                                "[default: the suite's]")] = None,
     seeds: Annotated[int | None, typer.Option(parser=int_option(1, 1000), help="trials per method and scenario "

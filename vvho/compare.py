@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vvho.runner import Runner, local_runner
-from vvho.suites import REFERENCES, RLAgent, Suite
+from vvho.suites import REFERENCES, SAFETY_SUFFIX, RLAgent, Suite
 from vvho.trials import POLICY, TUNER, SearchJob, TrainJob, Trial, run_search, run_training, run_trial
 from vvho_env import SIM_HASH
 from vvho_env.errors import VVHOError
@@ -55,7 +55,9 @@ class ComparePlan:
 
     @property
     def agents(self) -> dict[str, RLAgent]:
-        return {a.name: a for a in self.suite.compare.rl if a.name in self.methods}
+        """The RL agents this compare needs: judged as themselves, or under their safety layer."""
+        return {a.name: a for a in self.suite.compare.rl
+                if a.name in self.methods or f"{a.name}{SAFETY_SUFFIX}" in self.methods}
 
     @property
     def key(self) -> str:
@@ -75,7 +77,7 @@ def make_plan(suite: Suite, suite_ref: str, methods: Sequence[str] | None = None
               seeds: int | None = None, workers: int | None = None) -> ComparePlan:
     c = suite.compare
     chosen = tuple(methods) if methods else tuple(c.methods)
-    known = [*c.methods, *REFERENCES, *(a.name for a in c.rl)]
+    known = [*c.methods, *REFERENCES, *(a.name for a in c.rl), *(a.name + SAFETY_SUFFIX for a in c.rl if a.safety)]
     from vvho.suites import TUNERS
 
     known += [t for t in TUNERS if t not in known]
@@ -107,7 +109,7 @@ def _available(plan: ComparePlan) -> tuple[list[str], dict[str, str]]:
     ok, skipped = [], {}
     tuners = available_tuners()
     for m in plan.methods:
-        if m in plan.agents or m in tuners:
+        if m.removesuffix(SAFETY_SUFFIX) in plan.agents or m in tuners:
             ok.append(m)
         else:
             skipped[m] = "not provided by this version of the tuners (baselines/)"
@@ -192,13 +194,14 @@ class _Engine:
         # the longest jobs first: training, then the reference searches, then the trials that need neither
         needs_search = [m for m in self.methods if m in REFERENCES]
         for name, agent in self.plan.agents.items():
-            if name in self.methods and self._trials(name, POLICY, self.scenarios):
+            if any(self._trials(m, POLICY, self.scenarios) for m in self._policy_methods(name)):
                 self._start_agent(name, agent)
         for entry in self.scenarios:
             if any(self._trials(m, TUNER, [entry]) for m in needs_search):
                 self._submit("search", run_search, SearchJob(entry[0], str(self.paths.root), self.plan.search_level))
+        policies = {m for name in self.plan.agents for m in self._policy_methods(name)}
         for m in self.methods:
-            if m not in needs_search and m not in self.plan.agents:
+            if m not in needs_search and m not in policies:
                 for t in self._trials(m, TUNER, self.scenarios):
                     self._submit("trial", run_trial, t)
         while self.pending:
@@ -217,6 +220,9 @@ class _Engine:
                             self._submit("trial", run_trial, t)
                 else:
                     self._agent_ready(result)
+
+    def _policy_methods(self, agent: str) -> list[str]:
+        return [m for m in (agent, agent + SAFETY_SUFFIX) if m in self.methods]
 
     def _start_agent(self, name: str, agent: RLAgent) -> None:
         if agent.policy is not None:
@@ -248,8 +254,10 @@ class _Engine:
         self.training[name] = info
         self.log(f"{name}: policy ready (run {str(info['run_id'])[:8]}, {info['train_steps']:,} training steps, "
                  f"bundle {info['bundle']})")
-        for t in self._trials(name, POLICY, self.scenarios, bundle=info["bundle"], train_steps=info["train_steps"]):
-            self._submit("trial", run_trial, t)
+        for m in self._policy_methods(name):
+            for t in self._trials(m, POLICY, self.scenarios, bundle=info["bundle"], train_steps=info["train_steps"],
+                                  safety=m.endswith(SAFETY_SUFFIX)):
+                self._submit("trial", run_trial, t)
 
     def _record(self, rec: dict[str, Any]) -> None:
         t = rec["trial"]

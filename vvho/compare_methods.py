@@ -115,7 +115,8 @@ def _last(ev: EpisodeResult, fallback: Mapping[str, Any]) -> Settings:
     return dict(ev.settings[-1]) if ev.settings else dict(fallback)
 
 
-def run_policy_trial(bundle_dir: str, scenario: Scenario, seed: int, train_steps: int) -> MethodTrial:
+def run_policy_trial(bundle_dir: str, scenario: Scenario, seed: int, train_steps: int,
+                     safety: bool = False) -> MethodTrial:
     """Evaluate a policy bundle on the trial's episode (it spends no windows: its budget is its training)."""
     from agents.bundle import PolicyBundle
     from agents.evaluate import BundleController
@@ -125,8 +126,17 @@ def run_policy_trial(bundle_dir: str, scenario: Scenario, seed: int, train_steps
     env = VVHOEnv(scenario, knob_names=m["knob_names"], action_mode=m["action_mode"], delta_step=m["delta_step"],
                   history=m["history"])
     try:
-        ev = run_episode(env, BundleController(bundle), trial_seeds(seed)[1])
-        return MethodTrial(ev, env.knob_names, _last(ev, env.settings), {"train_steps": train_steps})
+        controller: Controller = BundleController(bundle)
+        notes = []
+        if safety:
+            from agents.safety import SafetyLayer
+
+            layer = SafetyLayer(controller, bundle)
+            controller = layer
+        ev = run_episode(env, controller, trial_seeds(seed)[1])
+        if safety:
+            notes.append(f"safety layer held the action in {layer.held} of {layer.windows} windows")
+        return MethodTrial(ev, env.knob_names, _last(ev, env.settings), {"train_steps": train_steps}, notes)
     finally:
         env.close()
 

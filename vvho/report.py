@@ -231,9 +231,9 @@ def _plots(records: Sequence[dict[str, Any]], tables: Tables, out: Path) -> list
     # CPU against p99
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for m in tables.methods:
-        pts = [(r.cpu.value, r.p99.value) for (_, mm), r in tables.rows.items() if mm == m]
-        if pts:
-            ax.scatter(*zip(*pts, strict=True), label=m, color=colours[m], s=14)
+        pts = np.array([(r.cpu.value, r.p99.value) for (_, mm), r in tables.rows.items() if mm == m])
+        if pts.size:
+            ax.scatter(pts[:, 0], pts[:, 1], label=m, color=colours[m], s=14)
     ax.set_yscale("log")
     ax.set_xlabel("VM CPU (cores, mean per scenario)")
     ax.set_ylabel("p99 (us, mean per scenario)")

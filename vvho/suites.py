@@ -36,6 +36,7 @@ TUNERS = ("static-default", "expert", "random", "gd-offline", "gd-online", "bo",
 REFERENCES = ("best-known", "best-static")
 RL_ALGORITHMS = ("ppo", "recurrent_ppo", "a2c", "sac", "td3")
 DEFAULT_METHODS = (*TUNERS, *REFERENCES, "ppo")
+SAFETY_SUFFIX = "+safety"
 SCENARIO_ACCEPTED = "a catalogue id, a YAML scenario file (path or path#id) or a held-out variant BASE~N"
 
 
@@ -100,6 +101,8 @@ class RLAgent(StrictModel):
                                "trains on the suite's training scenarios")
     steps: int | None = Field(None, ge=1, le=10**10, description="training steps [default: the config's]")
     policy: str | None = Field(None, description="instead of training: an MLflow run id or a bundle directory")
+    safety: bool = Field(False, description="also judge the policy under its safety layer (agents/safety.py), as "
+                         "the method NAME+safety")
 
     @model_validator(mode="after")
     def _one_source(self) -> RLAgent:
@@ -124,14 +127,14 @@ class CompareSettings(StrictModel):
 
     @model_validator(mode="after")
     def _methods(self) -> CompareSettings:
-        rl = [a.name for a in self.rl]
+        rl = [a.name for a in self.rl] + [f"{a.name}{SAFETY_SUFFIX}" for a in self.rl if a.safety]
         known = [*TUNERS, *REFERENCES, *rl]
         for m in self.methods:
             if m not in known:
                 raise ValueError(f"methods: {m!r} is no method{did_you_mean(m, known)}; accepted: {', '.join(known)}")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError("methods: a method listed twice")
-        if len(set(rl)) != len(rl):
+        if len({a.name for a in self.rl}) != len(self.rl):
             raise ValueError("rl: two agents of the same name")
         return self
 

@@ -372,7 +372,8 @@ class Store:
             return []
         flt = " and ".join(f"tags.`{k}` = '{str(v).replace(chr(39), '')}'" for k, v in tags.items())
         experiments = {str(exp.experiment_id): experiment}
-        found = client.search_runs([exp.experiment_id], flt, max_results=50_000, order_by=["attributes.start_time DESC"])
+        found = client.search_runs([exp.experiment_id], flt, max_results=50_000,
+                                   order_by=["attributes.start_time DESC"])
         return [self._info(r, experiments) for r in found]
 
     def log_child(self, parent: str, name: str, tags: Mapping[str, str], metrics: Mapping[str, float],

@@ -37,6 +37,7 @@ class Trial:
     search_level: str = "full"
     bundle: str | None = None
     train_steps: int = 0
+    safety: bool = False  # a policy judged under its safety layer
 
     @property
     def key(self) -> str:
@@ -58,7 +59,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     sc = load_scenario(trial.scenario_ref)
     if trial.kind == POLICY:
         assert trial.bundle is not None
-        out = run_policy_trial(trial.bundle, sc, trial.seed, trial.train_steps)
+        out = run_policy_trial(trial.bundle, sc, trial.seed, trial.train_steps, trial.safety)
     else:
         out = run_tuner_trial(trial.method, sc, trial.seed, trial.budget, Paths.at(trial.results_dir),
                               trial.search_level)

@@ -376,12 +376,13 @@ class VVHOVectorEnv(VectorEnv):
     ) -> None:
         self.num_envs = num_envs
         self.mixture = scenario if isinstance(scenario, ScenarioMixture) else None
-        if self.mixture is not None:
+        if isinstance(scenario, ScenarioMixture):
             self._fixed: list[Scenario] | None = None
-            randomise = self.mixture.randomise
-            candidates = list(self.mixture.scenarios)
+            randomise = scenario.randomise
+            candidates = list(scenario.scenarios)
         else:
-            listed = [scenario] * num_envs if isinstance(scenario, str | Scenario) else list(scenario)  # type: ignore[list-item]
+            listed: list[str | Scenario] = ([scenario] * num_envs if isinstance(scenario, str | Scenario)
+                                            else list(scenario))
             if len(listed) != num_envs:
                 raise ValueError(f"{len(listed)} scenarios for {num_envs} envs; accepted: one scenario, or one per env")
             self._fixed = candidates = [load_scenario(s) for s in listed]
