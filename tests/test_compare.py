@@ -80,6 +80,9 @@ def test_tiny_suite_end_to_end(tmp_path: Path) -> None:
         assert all(k in r.data.metrics for k in keys), r.data.metrics
         assert any(k.startswith("budget/") for k in r.data.metrics)
     assert all(k in training[0].data.metrics for k in (*keys, "budget/train_steps"))
+    # training carries the same tags as the trials (its budget in training steps)
+    assert {"scenario", "method", "seed", "budget"} <= set(training[0].data.tags)
+    assert training[0].data.tags["budget"].endswith(" train_steps")
     arts = {a.path for a in client.list_artifacts(pid, "report")}
     assert "report/report.md" in arts and "report/timelines.png" in arts
 

@@ -33,15 +33,11 @@ def compare_cmd(
     Re-running the same command after a kill resumes it: finished trials (child runs in MLflow) are
     kept, a killed training resumes from its checkpoint."""
     from vvho.compare import make_plan
-    from vvho.suites import load_suite
+    from vvho.suites import load_suite, suite_ref
 
     s = load_suite(suite)
-    from vvho.suites import resolve_suite
-
-    ref = suite if resolve_suite(suite).parent.name == "suites" and "/" not in suite else str(resolve_suite(suite)
-                                                                                             .absolute())
-    plan = make_plan(s, ref, [m.strip() for m in methods.split(",") if m.strip()] if methods else None, budget,
-                     seeds, workers)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    plan = make_plan(s, suite_ref(suite), chosen, budget, seeds, workers)
     p = writable(paths(results_dir))
     with ui.phase("loading MLflow and the tuners"):
         from vvho.compare import run_compare

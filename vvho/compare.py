@@ -263,7 +263,8 @@ class _Engine:
         t = rec["trial"]
         budget = {f"budget/{k}": float(v) for k, v in rec["budget"].items()}
         tags = {"scenario": rec["scenario"], "scenario_key": t["scenario_key"], "scenario_ref": t["scenario_ref"],
-                "role": t["role"], "method": t["method"], "seed": str(t["seed"]), "budget": str(t["budget"]),
+                "role": t["role"], "method": t["method"], "seed": str(t["seed"]),
+                "budget": f"{t['budget']} windows" if t["kind"] == TUNER else f"{t['train_steps']} train_steps",
                 "command": "compare", "compare.role": "trial", "compare.trial": rec["key"],
                 "compare.key": self.plan.key}
         metrics = {**tracked({k: v for k, v in rec["metrics"].items() if v is not None}), **budget}

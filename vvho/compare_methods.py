@@ -36,6 +36,7 @@ TUNER_SPECS: dict[str, tuple[str, dict[str, str]]] = {
     "gd-offline": ("gd", {"estimator": "spsa", "mode": "offline"}),
     "gd-online": ("gd", {"estimator": "spsa", "mode": "online"}),
     "bo": ("bo", {"sampler": "tpe"}),
+    "controller": ("controller", {}),
 }
 
 
@@ -44,7 +45,10 @@ class MethodUnavailable(VVHOError):
 
 
 def available_tuners() -> tuple[str, ...]:
-    return (*TUNER_SPECS, BEST_KNOWN, BEST_STATIC)
+    """The compare methods the installed baselines/ provides (the feedback controller comes with issue 9)."""
+    from baselines.methods import METHODS
+
+    return (*(m for m, (name, _) in TUNER_SPECS.items() if name in METHODS), BEST_KNOWN, BEST_STATIC)
 
 
 @dataclass
@@ -100,7 +104,7 @@ def run_tuner_trial(method: str, scenario: Scenario, seed: int, budget: int, pat
                                else SettingsController(static))
             ev = run_episode(env, ctl, eval_seed)
             return MethodTrial(ev, env.knob_names, _last(ev, static), {"tuning_windows": 0})
-        if method not in TUNER_SPECS:
+        if method not in available_tuners():
             raise MethodUnavailable(f"method {method!r} not accepted; accepted: {', '.join(available_tuners())}")
         name, variant = TUNER_SPECS[method]
         spec = MethodSpec.parse(name, **variant)

@@ -94,6 +94,11 @@ def _ratio(a: dict[int, float], b: dict[int, float]) -> S.Estimate:
     return S.ratio_of_means(x, y) if x else S.Estimate(math.nan, math.nan, math.nan)
 
 
+def paired_ratio(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], metric: str) -> S.Estimate:
+    """mean(a) / mean(b) of `metric` over the seeds both sets of trial records share, with its interval."""
+    return _ratio(_by_seed(a, metric), _by_seed(b, metric))
+
+
 def _poi(a: dict[int, float], b: dict[int, float] | None) -> S.Estimate:
     if not b:
         return S.Estimate(math.nan, math.nan, math.nan)

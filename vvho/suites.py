@@ -24,9 +24,9 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from vvho_env.config_base import StrictModel, field_errors
+from vvho_env.env_config import checked_scenario_ref
 from vvho_env.errors import VVHOError, did_you_mean
 from vvho_env.mixture import check_batchable
-from vvho_env.scenario_files import absolute_ref, looks_like_file
 from vvho_env.scenarios import Randomisation, Scenario, ScenarioError, load_scenario
 from vvho_env.variants import SEPARATOR
 
@@ -44,14 +44,6 @@ class SuiteError(VVHOError, ValueError):
     """A suite that cannot be used; the message names the file and the field."""
 
 
-def _ref(value: str) -> str:
-    try:
-        load_scenario(value)
-    except ScenarioError as exc:
-        raise ValueError(str(exc)) from None
-    return absolute_ref(value) if looks_like_file(value) else value
-
-
 class Variants(StrictModel):
     base: str = Field(description="the catalogue scenario (or scenario file) the variants are generated from",
                       json_schema_extra={"accepted": "a catalogue id or a YAML scenario file"})
@@ -62,7 +54,7 @@ class Variants(StrictModel):
     def _base(cls, value: str) -> str:
         if SEPARATOR in value:
             raise ValueError("a variant of a variant is not accepted")
-        return _ref(value)
+        return checked_scenario_ref(value)
 
     @field_validator("numbers")
     @classmethod
@@ -86,7 +78,7 @@ class HeldOut(StrictModel):
     @field_validator("external")
     @classmethod
     def _external(cls, value: list[str]) -> list[str]:
-        return [_ref(v) for v in value]
+        return [checked_scenario_ref(v) for v in value]
 
     def refs(self) -> list[str]:
         return [r for v in self.variants for r in v.refs()] + list(self.external)
@@ -153,7 +145,7 @@ class Suite(StrictModel):
     @field_validator("train")
     @classmethod
     def _train(cls, value: list[str]) -> list[str]:
-        refs = [_ref(v) for v in value]
+        refs = [checked_scenario_ref(v) for v in value]
         try:
             check_batchable([load_scenario(r) for r in refs])
         except ScenarioError as exc:
@@ -195,6 +187,13 @@ def resolve_suite(text: str) -> Path:
         return shipped[name]
     raise SuiteError(f"{text}: no such suite{did_you_mean(name, shipped)}; accepted: a suite YAML file or a shipped "
                      f"suite: {', '.join(shipped)}")
+
+
+def suite_ref(text: str) -> str:
+    """How a compare names its suite (part of its resume key): a shipped suite's name, else the file's
+    absolute path."""
+    path = resolve_suite(text)
+    return text if path.parent == SUITE_DIR and "/" not in text else str(path.absolute())
 
 
 def parse_suite(raw: object, source: str) -> Suite:

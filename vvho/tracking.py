@@ -417,11 +417,11 @@ def ui_hint(store: Store) -> str:
 @contextlib.contextmanager
 def tracked_run(experiment: str, name: str, params: Mapping[str, Any], uri: str | None = None,
                 tags: Mapping[str, str] | None = None, results_dir: Path | None = None) -> Iterator[MLflowTracker]:
-    """A run of the store of `results_dir` (or `uri`) with `params` logged and the scenario, method
-    and seed among them as tags, for commands that log through MLflow's module-level calls; its id
-    and how to see it are printed when it starts."""
+    """A run of the store of `results_dir` (or `uri`) with `params` logged and the scenario, method,
+    seed and budget among them as tags, for commands that log through MLflow's module-level calls; its
+    id and how to see it are printed when it starts."""
     standard = {"method": experiment.removeprefix("vvho-"),
-                **{k: str(params[k]) for k in ("scenario", "method", "seed") if k in params}}
+                **{k: str(params[k]) for k in ("scenario", "method", "seed", "budget") if k in params}}
     paths = Paths.at(results_dir)
     store = Store(paths, uri)
     with store.start(experiment, name, {"command": experiment.removeprefix("vvho-"), **standard, **(tags or {})},

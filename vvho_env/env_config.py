@@ -18,7 +18,7 @@ _SCENARIO_ACCEPTED = ("a scenario id (see `vvho scenarios`), a YAML file in the 
                       "path#id) or a held-out variant BASE~N")
 
 
-def _ref(value: str) -> str:
+def checked_scenario_ref(value: str) -> str:
     """A scenario reference checked and made loadable from any directory (files become absolute paths)."""
     try:
         load_scenario(value)
@@ -54,14 +54,14 @@ class EnvConfig(StrictModel):
     @field_validator("scenario")
     @classmethod
     def _known_scenario(cls, value: str) -> str:
-        return _ref(value)
+        return checked_scenario_ref(value)
 
     @field_validator("mixture")
     @classmethod
     def _known_mixture(cls, value: list[str] | None) -> list[str] | None:
         if value is None:
             return None
-        refs = [_ref(v) for v in value]
+        refs = [checked_scenario_ref(v) for v in value]
         try:
             ScenarioMixture.of(refs)
         except ScenarioError as exc:
