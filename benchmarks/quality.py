@@ -81,27 +81,27 @@ def main() -> None:
         ratios = {m: paired_ratio(by[(sc, m)], bk, "objective") for m in policies if by.get((sc, m)) and bk}
         ranked = [m for m in ratios if math.isfinite(ratios[m].value)]
         if not ranked:
-            print(f"target 1 J/best-known <= {J_TO_BEST_KNOWN}: {sc} ({roles[sc]}): not measurable (no best-known)")
+            print(f"target 1 J/best-known <= {J_TO_BEST_KNOWN:.2f}: {sc} ({roles[sc]}): not measurable (no best-known)")
             met[1] = False
             continue
         best = min(ranked, key=lambda m: ratios[m].value)
         ok1 = ratios[best].value <= J_TO_BEST_KNOWN
         met[1] &= ok1
-        print(f"target 1 J/best-known <= {J_TO_BEST_KNOWN}: {sc} ({roles[sc]}): {best} {_fmt(ratios[best])} "
+        print(f"target 1 J/best-known <= {J_TO_BEST_KNOWN:.2f}: {sc} ({roles[sc]}): {best} {_fmt(ratios[best])} "
               f"{_verdict(ok1)}")
         if not gd:
-            print(f"target 2 p99/GD <= {P99_TO_GD} at CPU/GD <= 1: {sc}: not measurable (no {GD})")
+            print(f"target 2 p99/GD <= {P99_TO_GD:.2f} at CPU/GD <= 1: {sc}: not measurable (no {GD})")
             met[2] = False
             continue
         p99 = paired_ratio(by[(sc, best)], gd, "p99_us")
         cpu = paired_ratio(by[(sc, best)], gd, "vm_cpu")
         ok2 = p99.value <= P99_TO_GD and cpu.value <= 1.0
         met[2] &= ok2
-        print(f"target 2 p99/GD <= {P99_TO_GD} at CPU/GD <= 1: {sc} ({roles[sc]}): {best} p99 {_fmt(p99)}, "
+        print(f"target 2 p99/GD <= {P99_TO_GD:.2f} at CPU/GD <= 1: {sc} ({roles[sc]}): {best} p99 {_fmt(p99)}, "
               f"CPU {_fmt(cpu)} {_verdict(ok2)}")
-    print(f"target 1 overall (best RL J within {J_TO_BEST_KNOWN}x best-known on {len(judged)} scenarios): "
+    print(f"target 1 overall (best RL J within {J_TO_BEST_KNOWN:.2f}x best-known on {len(judged)} scenarios): "
           f"{_verdict(met[1])}")
-    print(f"target 2 overall (best RL p99 <= {P99_TO_GD}x GD's at no more CPU on {len(judged)} scenarios): "
+    print(f"target 2 overall (best RL p99 <= {P99_TO_GD:.2f}x GD's at no more CPU on {len(judged)} scenarios): "
           f"{_verdict(met[2])}")
 
     # target 3: one policy, every scenario, the upper interval bound against static-default
