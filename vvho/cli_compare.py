@@ -47,7 +47,8 @@ def compare_cmd(
     ui.info(f"suite {s.name}: {len(plan.methods)} methods x {len(plan.scenarios())} scenarios x {len(plan.seeds)} "
             f"seeds; tuning budget {plan.budget:,} windows per tuner trial; {plan.workers} worker process(es)")
     with ui.Progress("compare trials", total) as bar, ui.heartbeat("compare"):
-        def on_trial(rec: dict[str, Any], done: int, _total: int) -> None:
+        def on_trial(rec: dict[str, Any], done: int, total: int) -> None:
+            bar.total = total  # the methods this version of baselines/ provides
             j = rec["metrics"].get("objective")
             bar.update(done, f"{rec['trial']['method']} on {rec['scenario']} s{rec['trial']['seed']}: "
                        f"J {ui.fmt(j)}")
