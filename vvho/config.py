@@ -170,9 +170,12 @@ def parse_config(raw: object, source: str, overrides: Sequence[str] = (),
         raise ConfigError(f"{source}: a {type(raw).__name__} at the top level is not accepted; accepted: a mapping "
                           f"of sections {', '.join(SECTIONS)}")
     raw = apply_overrides(raw, overrides, notes)
-    from vvho.suites import expand_into
+    from vvho.suites import SuiteError, expand_into
 
-    raw = expand_into(raw, source_of("suite", source, overrides))
+    try:
+        raw = expand_into(raw, source_of("suite", source, overrides))
+    except SuiteError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:

@@ -379,17 +379,19 @@ class Store:
     def log_child(self, parent: str, name: str, tags: Mapping[str, str], metrics: Mapping[str, float],
                   texts: Mapping[str, str]) -> str:
         """A finished run nested under `parent` (same experiment) with its tags, metrics and text
-        artifacts, written by this process in one go; its id."""
+        artifacts, written by this process in one go; its id. It is marked finished only once
+        everything is written, so a kill in between leaves a run that resume does not trust."""
         from mlflow.entities import Metric
 
         client = self.client()
         exp = client.get_run(parent).info.experiment_id
         run = client.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent, "git_commit": git_commit(),
-                                                          STATE_TAG: "finished", **tags})
+                                                          STATE_TAG: "running", **tags})
         now = int(time.time() * 1000)
         client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         for artifact, text in texts.items():
             client.log_text(run.info.run_id, text, artifact)
+        client.set_tag(run.info.run_id, STATE_TAG, "finished")
         client.set_terminated(run.info.run_id, status="FINISHED")
         return str(run.info.run_id)
 

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vvho_env import knobs
-from vvho_env.config_base import field_errors
+from vvho_env.config_base import StrictModel, field_errors
 from vvho_env.errors import VVHOError, did_you_mean
 from vvho_env.sim.profiles import PROFILES
 
@@ -65,8 +65,9 @@ class Phase(_Strict):
         return self
 
 
-class Randomisation(_Strict):
-    """Domain randomisation: relative spreads drawn once per episode from the reset seed."""
+class Randomisation(StrictModel):
+    """Domain randomisation: relative spreads drawn once per episode from the reset seed (a config
+    section too: booleans and non-finite spreads are refused as everywhere in configs)."""
 
     rate: float = Field(0.1, ge=0, lt=1)
     service: float = Field(0.1, ge=0, lt=1)
