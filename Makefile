@@ -20,8 +20,9 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# the main job: a small compare on the embedded defaults (vvho/configs/suites/quick.yaml)
 run: setup
-	$(BIN)/vvho run
+	$(BIN)/vvho compare --suite quick
 
 # apt packages for the live testbed (QEMU, libvirt, kernel, busybox) + libvirt-python in the venv
 testbed-deps: setup

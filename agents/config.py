@@ -180,10 +180,12 @@ class TrainingConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _sections(cls, raw: Any) -> Any:
-        """Empty sections mean defaults; an agent section without an algorithm is PPO's."""
+        """Empty sections mean defaults (a field whose default is null, e.g. suite, keeps its null); an
+        agent section without an algorithm is PPO's."""
         if not isinstance(raw, dict):
             return raw
-        out = {k: ({} if v is None and k in cls.model_fields else v) for k, v in raw.items()}
+        out = {k: ({} if v is None and k in cls.model_fields and cls.model_fields[k].default is not None else v)
+               for k, v in raw.items()}
         agent = out.get("agent")
         if isinstance(agent, dict) and "algorithm" not in agent:
             out["agent"] = {"algorithm": DEFAULT_ALGORITHM, **agent}

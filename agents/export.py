@@ -23,6 +23,7 @@ from torch import nn
 
 from agents.bundle import FORMAT_VERSION, GRAPH, MANIFEST, knob_bounds, sha256_file
 from agents.config import TrainingConfig
+from agents.safety import fit_region
 from vvho_env.env import FEATURES, acting_knobs
 from vvho_env.provenance import package_versions
 from vvho_env.scenarios import load_scenario
@@ -128,6 +129,11 @@ def export_bundle(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: Train
             norm = {"mean": rms.mean.tolist(), "var": rms.var.tolist(), "clip_obs": float(vecnorm.clip_obs),
                     "epsilon": float(vecnorm.epsilon)}
         space: Any = model.action_space
+        from agents.train import evaluate_model  # the training rollouts measure the known-good region
+
+        trace: list[tuple[np.ndarray, np.ndarray]] = []
+        evaluate_model(model, vecnorm, cfg, list(cfg.train.eval_seeds), trace)
+        safety = fit_region([o for o, _ in trace], [p for _, p in trace], cfg.env.history, len(FEATURES))
         manifest = {
             "format_version": FORMAT_VERSION,
             "graph": GRAPH,
@@ -135,6 +141,8 @@ def export_bundle(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: Train
             "algorithm": cfg.algorithm,
             "run_id": run_id,
             "scenario": sc.id,
+            "scenario_key": sc.key,
+            "trained_on": [s.key for s in cfg.env.scenario_list()],
             "host_profile": sc.host_profile,
             "knob_names": list(names),
             "action_mode": cfg.env.action_mode,
@@ -151,6 +159,7 @@ def export_bundle(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: Train
             "recurrent": recurrent,
             "interval_s": sc.interval_s,
             "knob_bounds": knob_bounds(names),
+            "safety": safety,
             "versions": package_versions(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

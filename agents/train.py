@@ -3,7 +3,9 @@
 ``train(cfg, tracker, root)`` trains from scratch into the checkpoint folder `root`; ``resume(cfg,
 tracker, root)`` continues from its last checkpoint (the step count and VecNormalize statistics carry
 on). Training metrics reach the tracker through SB3's logger (``TrackerOutputFormat``); evaluations on
-held-out seeds log ``eval/objective``, ``latency/p99_us`` and ``cpu/vm_cores``. A stop request (the
+held-out seeds of every training scenario log the metric names every method logs (``vvho_env.metrics``:
+``objective/J``, ``latency/p50_us``, ``latency/p99_us``, ``latency/p999_us``, ``slo/violation_frac``,
+``cpu/vm_cores``, ...) and ``budget/train_steps``. A stop request (the
 caller sets `stop`, e.g. on Ctrl-C) ends training at the next env step with a checkpoint and raises
 KeyboardInterrupt from there, outside any write to the tracker; a KeyboardInterrupt that arrives
 anyway also writes a checkpoint first. Either way a resume loses nothing.
@@ -36,6 +38,8 @@ from agents.tracker import Tracker
 from agents.tracker_output import TrackerOutputFormat
 from agents.vec_env import make_vec_env
 from vvho_env.env import VVHOVectorEnv
+from vvho_env.harness import EpisodeResult
+from vvho_env.metrics import tracked
 from vvho_env.scenarios import load_scenario
 
 PROGRESS_EVERY = 256  # env steps between progress reports
@@ -43,13 +47,16 @@ PROGRESS_EVERY = 256  # env steps between progress reports
 
 @dataclass
 class EvalRecord:
-    """One evaluation on the held-out seeds: per-step objective and p99 of every seed."""
+    """One evaluation on the held-out seeds of every training scenario: the mean over those episodes of
+    each episode's metrics, the same per scenario, and the per-step p99 of every episode."""
 
     num_timesteps: int
     objective: float
     p99_us: float
     vm_cpu: float
     p99_timeline: list[list[float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_scenario: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,27 +82,44 @@ class TrainResult:
 ProgressFn = Callable[[TrainProgress], None]
 
 
+def _mean_metrics(results: list[EpisodeResult]) -> dict[str, float]:
+    rows = [r.metrics() for r in results]
+    return {k: float(np.nanmean([m[k] for m in rows])) for k in rows[0]}
+
+
 def evaluate_model(model: BaseAlgorithm, vecnorm: VecNormalize | None, cfg: TrainingConfig,
-                   seeds: list[int]) -> EvalRecord:
-    """Deterministic policy on the nominal scenario, one episode per seed, all seeds in one batch."""
-    env = VVHOVectorEnv(len(seeds), cfg.env.scenario, knob_names=cfg.env.knob_names,
+                   seeds: list[int], trace: list[tuple[np.ndarray, np.ndarray]] | None = None) -> EvalRecord:
+    """Deterministic policy on each training scenario (nominal, not randomised), one episode per seed
+    and scenario, all in one batch; each episode measured as the harness measures it. `trace`, if
+    given, receives per step the normalised observations the policy saw and the knob positions held."""
+    scenarios = cfg.env.scenario_list()
+    jobs = [(sc, s) for sc in scenarios for s in seeds]
+    env = VVHOVectorEnv(len(jobs), [sc for sc, _ in jobs], knob_names=cfg.env.knob_names,
                         action_mode=cfg.env.action_mode, delta_step=cfg.env.delta_step,
                         history=cfg.env.history, max_steps=cfg.env.max_steps)
-    obs, _ = env.reset(seed=list(seeds))
+    obs, _ = env.reset(seed=[s for _, s in jobs])
     state = None
-    starts = np.ones(len(seeds), dtype=bool)
-    objective, p99, cpu = [], [], []
+    starts = np.ones(len(jobs), dtype=bool)
+    results = [EpisodeResult(seed=s) for _, s in jobs]
+    done = np.zeros(len(jobs), dtype=bool)
+    p99: list[np.ndarray] = []
     for _ in range(env.max_steps):
-        x = vecnorm.normalize_obs(obs) if vecnorm is not None else obs
+        x = np.asarray(vecnorm.normalize_obs(obs) if vecnorm is not None else obs)
+        if trace is not None:
+            trace.append((x[~done], obs[~done, -len(env.knob_names):]))
         action, state = model.predict(x, state=state, episode_start=starts, deterministic=True)
         starts[:] = False
-        obs, rewards, _, _, info = env.step(action)
-        objective.append(-rewards)
-        p99.append(info["p99_us"])
-        cpu.append(info["vm_cpu"])
-    p99s = np.array(p99)
-    return EvalRecord(int(model.num_timesteps), float(np.mean(objective)), float(np.nanmean(p99s)),
-                      float(np.mean(cpu)), p99s.T.tolist())
+        obs, rewards, _, truncs, info = env.step(action)
+        p99.append(np.where(done, np.nan, info["p99_us"]))
+        for k in np.flatnonzero(~done):
+            results[k].objective.append(-float(rewards[k]))
+            results[k].telemetry.append(env.last_telemetry[k])
+        done |= truncs
+    overall = _mean_metrics(results)
+    per_scenario = {sc.key: _mean_metrics([r for (s, _), r in zip(jobs, results, strict=True) if s is sc])
+                    for sc in scenarios}
+    return EvalRecord(int(model.num_timesteps), overall["objective"], overall["p99_us"], overall["vm_cpu"],
+                      np.array(p99).T.tolist(), overall, per_scenario)
 
 
 class EvalAndCheckpoint(BaseCallback):
@@ -131,9 +155,9 @@ class EvalAndCheckpoint(BaseCallback):
     def evaluate(self) -> EvalRecord:
         rec = evaluate_model(self.model, self.vecnorm, self.cfg, list(self.cfg.train.eval_seeds))
         self.history.append(rec)
-        self.logger.record("eval/objective", rec.objective)
-        self.logger.record("latency/p99_us", rec.p99_us)
-        self.logger.record("cpu/vm_cores", rec.vm_cpu)
+        for key, value in tracked(rec.metrics).items():
+            self.logger.record(key, value)
+        self.logger.record("budget/train_steps", self.model.num_timesteps)
         self.logger.dump(self.model.num_timesteps)
         return rec
 
@@ -198,7 +222,8 @@ class ProgressReport(BaseCallback):
 
 
 def _rec_dict(r: EvalRecord) -> dict[str, Any]:
-    return {"num_timesteps": r.num_timesteps, "objective": r.objective, "p99_us": r.p99_us, "vm_cpu": r.vm_cpu}
+    return {"num_timesteps": r.num_timesteps, "objective": r.objective, "p99_us": r.p99_us, "vm_cpu": r.vm_cpu,
+            "metrics": r.metrics, "per_scenario": r.per_scenario}
 
 
 def _make_envs(cfg: TrainingConfig, vecnorm_path: Path | None) -> tuple[VecEnv, VecNormalize]:
@@ -279,7 +304,8 @@ def _learn(cfg: TrainingConfig, model: BaseAlgorithm, vecnorm: VecNormalize, roo
     if not history or history[-1].num_timesteps != model.num_timesteps:
         evals.evaluate()
     evals.checkpoint()
-    metrics = {"eval/final_objective": history[-1].objective, "train/wall_s": evals.wall_s}
+    metrics = {"objective/final_J": history[-1].objective, "train/wall_s": evals.wall_s,
+               "budget/train_steps": float(model.num_timesteps)}
     if steps > 0:  # a session that trained nothing has no speed to report
         metrics["SPS"] = steps / max(session, 1e-9)
     tracker.log_metrics(metrics, step=int(model.num_timesteps))
@@ -322,7 +348,8 @@ def resume(cfg: TrainingConfig, tracker: Tracker, root: Path, progress: Progress
             model.load_replay_buffer(ckpt.replay_buffer)
         # the envs restart: begin from a fresh observation rather than the pickled one
         model._last_obs = None
-        history = [EvalRecord(r["num_timesteps"], r["objective"], r["p99_us"], r["vm_cpu"])
+        history = [EvalRecord(r["num_timesteps"], r["objective"], r["p99_us"], r["vm_cpu"],
+                              metrics=r.get("metrics", {}), per_scenario=r.get("per_scenario", {}))
                    for r in ckpt.state.get("eval_history", [])]
         return _learn(cfg, model, vecnorm, root, tracker, history, float(ckpt.state.get("train_wall_s", 0.0)),
                       progress, stop)

@@ -104,7 +104,7 @@ class _StepInfo(gym.Wrapper):
 
 def _env_factory(cfg: EnvConfig) -> Callable[[], gym.Env]:
     def make() -> gym.Env:
-        env = VVHOEnv(cfg.scenario, knob_names=cfg.knob_names, action_mode=cfg.action_mode,
+        env = VVHOEnv(cfg.training_scenarios(cfg.randomise), knob_names=cfg.knob_names, action_mode=cfg.action_mode,
                       delta_step=cfg.delta_step, history=cfg.history, max_steps=cfg.max_steps,
                       randomise=cfg.randomise)
         return _StepInfo(env)
@@ -114,11 +114,12 @@ def _env_factory(cfg: EnvConfig) -> Callable[[], gym.Env]:
 
 def make_vec_env(cfg: EnvConfig, n_envs: int, kind: str, seed: int | None,
                  randomise: bool | None = None) -> VecEnv:
-    """The training or evaluation VecEnv: batched simulator, or one VVHOEnv per worker process."""
+    """The training VecEnv: batched simulator, or one VVHOEnv per worker process; with a mixture, each
+    episode of each env draws its scenario."""
     rand = cfg.randomise if randomise is None else randomise
     if kind == "batched":
         vec: VecEnv = BatchedVecEnv(VVHOVectorEnv(
-            n_envs, cfg.scenario, knob_names=cfg.knob_names, action_mode=cfg.action_mode,
+            n_envs, cfg.training_scenarios(rand), knob_names=cfg.knob_names, action_mode=cfg.action_mode,
             delta_step=cfg.delta_step, history=cfg.history, max_steps=cfg.max_steps, randomise=rand))
     else:
         one = cfg.model_copy(update={"randomise": rand})

@@ -141,7 +141,9 @@ def test_train_export_evaluate_cli(tmp_path: Path) -> None:
     assert run.info.run_name.startswith("ppo.s0.") and run.info.run_name.endswith(".diurnal-noisy-v0")
     assert run.data.tags["run_state"] == "finished" and run.info.status == "FINISHED"
     assert "git_commit" in run.data.tags and "version.stable-baselines3" in run.data.tags
-    assert "eval/objective" in run.data.metrics and "latency/p99_us" in run.data.metrics
+    for key in ("objective/J", "latency/p50_us", "latency/p99_us", "latency/p999_us", "slo/violation_frac",
+                "cpu/vm_cores", "budget/train_steps"):
+        assert key in run.data.metrics, key
     arts = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "model", "plots", "bundle"} <= arts
     # artifacts beside the database, none in the working directory

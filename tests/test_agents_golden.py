@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-GOLDEN_OBJECTIVE = 0.197137771737661
-GOLDEN_WEIGHTS = "7ff27488d1108963251ae01e9411368e6397dc136d5a32bfb877eae3d316a0e4"
+GOLDEN_OBJECTIVE = 0.2496962141857204
+GOLDEN_WEIGHTS = "238d9cd2424155b78dee88f44e83aa070f93b98377400ac498bea928074f8fe8"
 
 
 def _weights_digest(model: object) -> str:

@@ -202,7 +202,7 @@ def test_cli_runs_a_tuner(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args,expect", [
     (("--method", "annealing", "--scenario", "steady-low-v0", "--budget", "5"), "accepted: static-default"),
-    (("--method", "gd", "--scenario", "nope-v0", "--budget", "5"), "valid ids"),
+    (("--method", "gd", "--scenario", "nope-v0", "--budget", "5"), "accepted: a catalogue id"),
     (("--method", "gd", "--scenario", "steady-low-v0", "--budget", "0"), "budget 0 not accepted"),
     (("--method", "gd", "--scenario", "testbed-echo-v0", "--budget", "5", "--bound", "idle_state=C1:C6"),
      "cannot set it"),

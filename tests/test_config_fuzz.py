@@ -92,6 +92,8 @@ def bad_values(leaf: Leaf) -> st.SearchStrategy[Any]:
         unknown = st.from_regex(r"[a-z_]{1,14}", fullmatch=True).filter(lambda s: s not in knobs.REGISTRY)
         return st.lists(unknown, min_size=1, max_size=3) \
             | st.just([]) | st.just(["vcpu_quota", "vcpu_quota"]) | st.just("vcpu_quota")
+    if leaf.path == ("suite",):
+        return st.sampled_from(["no-such-suite", "core.yml.txt", 5, [1], {"a": 1}, True])
     if leaf.path == ("tracking", "uri"):
         return st.sampled_from(["ftp://host/x", "results/mlflow.db", "sqlite://relative.db", "s3://bucket", 5])
     if leaf.path == ("tracking", "experiment"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vvho_env import ENV_ID, knobs
-from vvho_env.env import FEATURES, ActionError, VVHOEnv, VVHOVectorEnv, acting_knobs
+from vvho_env.env import FEATURES, ActionError, VVHOEnv, VVHOVectorEnv, acting_knobs, episode_seed, reference_rps
 from vvho_env.objective import change_cost
 from vvho_env.scenarios import ScenarioError, load_scenario, scenario_ids
 from vvho_env.sim.backend import BatchSim
@@ -271,7 +271,7 @@ def test_close_is_idempotent() -> None:
 
 
 def test_unknown_scenario_error() -> None:
-    with pytest.raises(ScenarioError, match="valid ids"):
+    with pytest.raises(ScenarioError, match="accepted: a catalogue id"):
         VVHOEnv("no-such-scenario-v0")
     with pytest.raises(ScenarioError, match="no-such-scenario-v0"):
         gym.make(ENV_ID, scenario="no-such-scenario-v0")
@@ -387,3 +387,50 @@ def test_vector_env_int_seed_is_reproducible() -> None:
 
     for x, y in zip(run(), run(), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_seed_names_the_same_episode_in_the_single_and_the_batched_env() -> None:
+    """reset(seed=s) of VVHOEnv and env k of VVHOVectorEnv reset with seed s run the same episode."""
+    seeds = [10_001, 10_002]
+    venv = VVHOVectorEnv(2, "bursty-mmpp-v0", max_steps=4)
+    vobs, _ = venv.reset(seed=seeds)
+    hold = np.tile(venv.codec.encode(venv.scenario.settings_at_start()), (2, 1))
+    vrewards = np.array([venv.step(hold)[1] for _ in range(4)])
+    for k, s in enumerate(seeds):
+        env = VVHOEnv("bursty-mmpp-v0", max_steps=4)
+        obs, _ = env.reset(seed=s)
+        np.testing.assert_array_equal(obs, vobs[k])
+        rewards = [env.step(hold[k])[1] for _ in range(4)]
+        env.close()
+        assert rewards == vrewards[:, k].tolist()
+    assert vrewards[0, 0] != vrewards[0, 1]
+
+
+def test_mixture_draws_a_scenario_per_episode_from_its_seed() -> None:
+    from vvho_env.mixture import ScenarioMixture
+
+    mix = ScenarioMixture.of(["steady-low-v0", "flash-crowd-v0", "bursty-mmpp-v0"], randomise=False)
+    drawn = {mix.draw(s).id for s in range(40)}
+    assert drawn == {"steady-low-v0", "flash-crowd-v0", "bursty-mmpp-v0"}
+    assert all(mix.draw(s) == mix.draw(s) for s in range(10))
+    venv = VVHOVectorEnv(4, mix)
+    assert venv.max_steps == 80  # the longest scenario; the others cycle through their phases
+    venv.reset(seed=[1, 2, 3, 4])
+    expect = [mix.draw(episode_seed(s)).id for s in (1, 2, 3, 4)]
+    assert [sc.id for sc in venv.scenarios] == expect
+    single = VVHOEnv(mix)
+    single.reset(seed=3)
+    assert single.scenario.id == expect[2] and single.max_steps == 80
+    # observations are relative to each env's own scenario
+    assert venv._ref.tolist() == [reference_rps(load_scenario(i)) for i in expect]
+    with pytest.raises(ScenarioError, match="different knobs"):
+        ScenarioMixture.of(["steady-low-v0", "testbed-echo-v0"])
+
+
+def test_vector_env_with_one_scenario_per_env_ends_each_at_its_own_length() -> None:
+    venv = VVHOVectorEnv(2, ["flash-crowd-v0", "steady-low-v0"])
+    assert venv.episode_steps.tolist() == [50, 80] and venv.max_steps == 80
+    venv.reset(seed=0)
+    zeros = np.zeros((2, len(venv.knob_names)), dtype=np.float32)
+    ends = [venv.step(zeros)[3].tolist() for _ in range(50)]
+    assert ends[-1] == [True, False] and not any(e[1] for e in ends)

@@ -26,7 +26,7 @@ from vvho_env.scenarios import DEFAULT_SCENARIO, ScenarioError, load_scenario
 from vvho_env.types import ApplyRejected, Telemetry
 
 # Each defines register(app: typer.Typer).
-COMMAND_MODULES = ("vvho.cli_catalogue", "vvho.cli_mission", "vvho.cli_agents", "vvho.cli_runs",
+COMMAND_MODULES = ("vvho.cli_catalogue", "vvho.cli_mission", "vvho.cli_agents", "vvho.cli_runs", "vvho.cli_compare",
                    "vvho.cli_baselines", "vvho.cli_live", "vvho.cli_deploy")
 
 

@@ -19,7 +19,7 @@ runs_app = typer.Typer(help="List, show and compare tracked runs.", no_args_is_h
 
 # The headline figures of each kind of run, first match wins: (label, metric names, format)
 KEY_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("J", ("objective/J", "eval/final_objective", "eval/objective", "ppo/objective"), ".3f"),
+    ("J", ("objective/J", "objective/final_J", "eval/final_objective", "eval/objective", "ppo/objective"), ".3f"),
     ("p99 us", ("latency/p99_us", "ppo/p99_us"), ",.0f"),
     ("CPU", ("cpu/vm_cores", "ppo/vm_cpu"), ".2f"),
     ("J/oracle", ("ratio/J_to_oracle",), ".2f"),

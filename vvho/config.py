@@ -29,7 +29,7 @@ from vvho_env.errors import VVHOError, did_you_mean
 
 CONFIG_DIR = Path(str(resources.files("vvho") / "configs"))
 SCHEMA_PATH = CONFIG_DIR / "schema.json"
-SECTIONS = ("env", "agent", "train", "tracking")
+SECTIONS = ("env", "agent", "train", "tracking", "suite")
 # MLflow's tracking stores by URI scheme (a SQLAlchemy driver may follow a '+', e.g. postgresql+psycopg2)
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
 
@@ -67,6 +67,10 @@ class TrackingConfig(StrictModel):
 class ExperimentConfig(TrainingConfig):
     """One training run: environment, agent, training loop and tracking."""
 
+    suite: str | None = Field(None, description="train on a suite (see vvho/configs/suites): its training "
+                              "scenarios become env.mixture and its randomisation env.randomisation, with randomise "
+                              "on, unless the env section sets them", json_schema_extra={
+                                  "accepted": "a shipped suite name or a suite YAML file, or null"})
     tracking: TrackingConfig = TrackingConfig()
 
 
@@ -166,6 +170,12 @@ def parse_config(raw: object, source: str, overrides: Sequence[str] = (),
         raise ConfigError(f"{source}: a {type(raw).__name__} at the top level is not accepted; accepted: a mapping "
                           f"of sections {', '.join(SECTIONS)}")
     raw = apply_overrides(raw, overrides, notes)
+    from vvho.suites import SuiteError, expand_into
+
+    try:
+        raw = expand_into(raw, source_of("suite", source, overrides))
+    except SuiteError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:

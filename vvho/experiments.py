@@ -65,8 +65,9 @@ def train_run(cfg: ExperimentConfig, paths: Paths, name: str | None = None, tags
     sc = load_scenario(cfg.env.scenario)
     name = name or run_name(sc.id, cfg.algorithm, cfg.train.seed)
     standard = {"scenario": sc.id, "host_profile": sc.host_profile, "method": cfg.algorithm,
-                "seed": str(cfg.train.seed), "eval_seeds": ",".join(map(str, cfg.train.eval_seeds)),
-                "command": "train"}
+                "seed": str(cfg.train.seed), "budget": f"{cfg.train.total_timesteps} train_steps",
+                "eval_seeds": ",".join(map(str, cfg.train.eval_seeds)),
+                "train_scenarios": ",".join(s.id for s in cfg.env.scenario_list()), "command": "train"}
     with store.start(cfg.tracking.experiment, name, {**standard, **(tags or {})}, _flat_params(cfg)) as tracker:
         root = paths.checkpoints / tracker.run_id
         tracker.set_tags({"checkpoint_dir": str(root)})

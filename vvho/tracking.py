@@ -362,6 +362,39 @@ class Store:
         raise RunNotFound(f"no run {text!r} in {self.describe()}; accepted: a run id or a unique prefix of at "
                           "least 4 characters (see `vvho runs list`)")
 
+    def find(self, experiment: str, tags: Mapping[str, str]) -> list[RunInfo]:
+        """Runs of `experiment` carrying every one of `tags`, newest first (reconciled like the list)."""
+        if not self.exists():
+            return []
+        client = self.client()
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        flt = " and ".join(f"tags.`{k}` = '{str(v).replace(chr(39), '')}'" for k, v in tags.items())
+        experiments = {str(exp.experiment_id): experiment}
+        found = client.search_runs([exp.experiment_id], flt, max_results=50_000,
+                                   order_by=["attributes.start_time DESC"])
+        return [self._info(r, experiments) for r in found]
+
+    def log_child(self, parent: str, name: str, tags: Mapping[str, str], metrics: Mapping[str, float],
+                  texts: Mapping[str, str]) -> str:
+        """A finished run nested under `parent` (same experiment) with its tags, metrics and text
+        artifacts, written by this process in one go; its id. It is marked finished only once
+        everything is written, so a kill in between leaves a run that resume does not trust."""
+        from mlflow.entities import Metric
+
+        client = self.client()
+        exp = client.get_run(parent).info.experiment_id
+        run = client.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent, "git_commit": git_commit(),
+                                                          STATE_TAG: "running", **tags})
+        now = int(time.time() * 1000)
+        client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        for artifact, text in texts.items():
+            client.log_text(run.info.run_id, text, artifact)
+        client.set_tag(run.info.run_id, STATE_TAG, "finished")
+        client.set_terminated(run.info.run_id, status="FINISHED")
+        return str(run.info.run_id)
+
     def download(self, run_id: str, artifact: str, dst: Path) -> Path:
         import mlflow
 
@@ -386,11 +419,11 @@ def ui_hint(store: Store) -> str:
 @contextlib.contextmanager
 def tracked_run(experiment: str, name: str, params: Mapping[str, Any], uri: str | None = None,
                 tags: Mapping[str, str] | None = None, results_dir: Path | None = None) -> Iterator[MLflowTracker]:
-    """A run of the store of `results_dir` (or `uri`) with `params` logged and the scenario, method
-    and seed among them as tags, for commands that log through MLflow's module-level calls; its id
-    and how to see it are printed when it starts."""
+    """A run of the store of `results_dir` (or `uri`) with `params` logged and the scenario, method,
+    seed and budget among them as tags, for commands that log through MLflow's module-level calls; its
+    id and how to see it are printed when it starts."""
     standard = {"method": experiment.removeprefix("vvho-"),
-                **{k: str(params[k]) for k in ("scenario", "method", "seed") if k in params}}
+                **{k: str(params[k]) for k in ("scenario", "method", "seed", "budget") if k in params}}
     paths = Paths.at(results_dir)
     store = Store(paths, uri)
     with store.start(experiment, name, {"command": experiment.removeprefix("vvho-"), **standard, **(tags or {})},

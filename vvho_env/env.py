@@ -16,6 +16,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from vvho_env import knobs
 from vvho_env.errors import VVHOError
+from vvho_env.mixture import ScenarioMixture, check_batchable
 from vvho_env.objective import Objective, ObjectiveWeights, change_cost, objective_for
 from vvho_env.scenarios import DEFAULT_SCENARIO, Scenario, load_scenario, mean_requests_per_window
 from vvho_env.sim.profiles import get_profile
@@ -40,6 +41,18 @@ OBS_CLIP = 10.0
 
 class ActionError(VVHOError, ValueError):
     """An action the env cannot turn into settings (wrong shape, NaN or inf)."""
+
+
+def episode_seed(seed: int) -> int:
+    """The backend seed of the episode that ``reset(seed=seed)`` starts: the same in VVHOEnv and in every
+    env of VVHOVectorEnv, so that a held-out seed names the same episode everywhere."""
+    return int(gym.utils.seeding.np_random(seed)[0].integers(0, 2**63 - 1))
+
+
+def reference_rps(sc: Scenario) -> float:
+    """The scenario's own mean offered load: what observations express load against, so that they stay
+    comparable across scenarios (latencies are expressed against each scenario's own SLO)."""
+    return mean_requests_per_window(sc) / sc.interval_s
 
 
 def window_features(tel: Telemetry, ref_rps: float) -> np.ndarray:
@@ -75,7 +88,7 @@ class Codec:
 
     @classmethod
     def for_scenario(cls, sc: Scenario, names: tuple[str, ...], mode: str, delta_step: float, history: int) -> Codec:
-        return cls(names, mode, delta_step, history, mean_requests_per_window(sc) / sc.interval_s)
+        return cls(names, mode, delta_step, history, reference_rps(sc))
 
     @property
     def action_space(self) -> spaces.Box:
@@ -185,9 +198,10 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
     if the backend stays unavailable (there is no episode to truncate).
 
     ## Arguments
-    scenario, backend (default: the simulator), knob_names, action_mode, delta_step, history,
-    max_steps, weights, randomise (domain randomisation, simulator only), retries, backoff_s,
-    max_degraded.
+    scenario (an id, file or variant reference, a Scenario, or a ScenarioMixture that each episode
+    draws from), backend (default: the simulator), knob_names, action_mode, delta_step, history,
+    max_steps, weights, randomise (domain randomisation, simulator only; a mixture says its own),
+    retries, backoff_s, max_degraded.
 
     ## Version History
     v0: initial release.
@@ -197,7 +211,7 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def __init__(
         self,
-        scenario: str | Scenario = DEFAULT_SCENARIO,
+        scenario: str | Scenario | ScenarioMixture = DEFAULT_SCENARIO,
         backend: Backend | None = None,
         knob_names: Sequence[str] | None = None,
         action_mode: str = "absolute",
@@ -210,7 +224,10 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         backoff_s: float = 0.5,
         max_degraded: int = 5,
     ) -> None:
-        self.scenario = load_scenario(scenario)
+        self.mixture = scenario if isinstance(scenario, ScenarioMixture) else None
+        if self.mixture is not None:
+            randomise = self.mixture.randomise
+        self.scenario = self.mixture.scenarios[0] if self.mixture is not None else load_scenario(scenario)  # type: ignore[arg-type]
         if backend is None:
             from vvho_env.sim.backend import SimBackend  # here: a live env never loads the simulator (numba)
 
@@ -218,9 +235,10 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         self.backend: Backend = backend
         self.knob_names = acting_knobs(self.scenario.host_profile, knob_names,
                                        self.backend.capabilities().settable)
-        self.codec = Codec.for_scenario(self.scenario, self.knob_names, action_mode, delta_step, history)
-        self.objective: Objective = objective_for(self.scenario, weights)
-        self.max_steps = max_steps or self.scenario.episode_intervals
+        self._codec_args = (action_mode, delta_step, history)
+        self._weights = weights
+        self._bind(self.scenario)
+        self.max_steps = max_steps or (self.mixture or self.scenario).episode_intervals
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_degraded = max_degraded
@@ -234,9 +252,17 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
         self._closed = False
         self.last_telemetry: Telemetry | None = None  # the last window, with its histogram
 
+    def _bind(self, sc: Scenario) -> None:
+        """Codec and objective of the scenario an episode runs."""
+        self.scenario = sc
+        self.codec = Codec.for_scenario(sc, self.knob_names, *self._codec_args)
+        self.objective: Objective = objective_for(sc, self._weights)
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        backend_seed = int(self.np_random.integers(0, 2**63 - 1))
+        backend_seed = int(self.np_random.integers(0, 2**63 - 1))  # = episode_seed(seed) when a seed is given
+        if self.mixture is not None:
+            self._bind(self.mixture.draw(backend_seed))
         faults: list[str] = []
         tel = None
         for attempt in range(self.retries + 1):
@@ -325,8 +351,13 @@ class VVHOEnv(gym.Env[np.ndarray, np.ndarray]):
 class VVHOVectorEnv(VectorEnv):
     """N simulated envs stepped together in one numba call (autoreset: next step).
 
-    Env k with seed s gives exactly what VVHOEnv on the simulator gives with the same backend seed:
-    each env has its own RNG stream and its own state rows.
+    ``scenario`` is one scenario for every env, a sequence of one scenario per env, or a
+    ScenarioMixture that each episode of each env draws from. Env k reset with seed s runs exactly the
+    episode that VVHOEnv on the simulator runs after ``reset(seed=s)`` (``episode_seed``): each env has
+    its own RNG stream and its own state rows. Observations express load against each env's own
+    scenario and latency against its own SLO, so that they stay comparable across scenarios. Episodes
+    last ``max_steps`` (default: each scenario's own length; for a mixture its longest, shorter
+    scenarios cycling through their phases, so that a batch ends together).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}  # noqa: RUF012 (gymnasium declares it so)
@@ -334,7 +365,7 @@ class VVHOVectorEnv(VectorEnv):
     def __init__(
         self,
         num_envs: int,
-        scenario: str | Scenario = DEFAULT_SCENARIO,
+        scenario: str | Scenario | Sequence[str | Scenario] | ScenarioMixture = DEFAULT_SCENARIO,
         knob_names: Sequence[str] | None = None,
         action_mode: str = "absolute",
         delta_step: float = 0.25,
@@ -344,12 +375,34 @@ class VVHOVectorEnv(VectorEnv):
         randomise: bool = False,
     ) -> None:
         self.num_envs = num_envs
-        self.scenario = load_scenario(scenario)
+        self.mixture = scenario if isinstance(scenario, ScenarioMixture) else None
+        if isinstance(scenario, ScenarioMixture):
+            self._fixed: list[Scenario] | None = None
+            randomise = scenario.randomise
+            candidates = list(scenario.scenarios)
+        else:
+            listed: list[str | Scenario] = ([scenario] * num_envs if isinstance(scenario, str | Scenario)
+                                            else list(scenario))
+            if len(listed) != num_envs:
+                raise ValueError(f"{len(listed)} scenarios for {num_envs} envs; accepted: one scenario, or one per env")
+            self._fixed = candidates = [load_scenario(s) for s in listed]
+        check_batchable(candidates)
+        self.scenario = candidates[0]
         self.knob_names = acting_knobs(self.scenario.host_profile, knob_names)
         self.codec = Codec.for_scenario(self.scenario, self.knob_names, action_mode, delta_step, history)
-        self.objective = objective_for(self.scenario, weights)
-        self.max_steps = max_steps or self.scenario.episode_intervals
+        self.weights = weights
         self.randomise = randomise
+        if max_steps:
+            limits = [max_steps] * num_envs
+        elif self.mixture is not None:
+            limits = [self.mixture.episode_intervals] * num_envs
+        else:
+            limits = [sc.episode_intervals for sc in candidates]
+        self.episode_steps = np.array(limits, dtype=np.int64)
+        self.max_steps = int(self.episode_steps.max())
+        self.scenarios: list[Scenario] = [self.scenario] * num_envs  # the scenario each env runs now
+        self._ref = np.full(num_envs, self.codec.ref_rps)
+        self._objectives = [objective_for(self.scenario, weights)] * num_envs
         from vvho_env.sim.backend import BatchSim
 
         self.sim = BatchSim(num_envs)
@@ -362,9 +415,15 @@ class VVHOVectorEnv(VectorEnv):
         self._steps = np.zeros(num_envs, dtype=np.int64)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
         self._rng = np.random.default_rng()
+        self.last_telemetry: list[Telemetry] = []  # the last window of every env, with its histogram
 
-    def _reset_env(self, k: int, seed: int) -> np.ndarray:
-        self.sim.reset_env(k, seed, self.scenario, randomise=self.randomise)
+    def _reset_env(self, k: int, backend_seed: int) -> np.ndarray:
+        sc = self.mixture.draw(backend_seed) if self.mixture is not None else self._fixed[k]  # type: ignore[index]
+        if sc is not self.scenarios[k]:
+            self.scenarios[k] = sc
+            self._ref[k] = reference_rps(sc)
+            self._objectives[k] = objective_for(sc, self.weights)
+        self.sim.reset_env(k, backend_seed, sc, randomise=self.randomise)
         self._steps[k] = 0
         self._prev[k] = self.codec.encode(self.sim.settings[k])
         self._windows[k] = []
@@ -372,14 +431,17 @@ class VVHOVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | Sequence[int] | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Seed None: fresh episodes; an int s: env k runs episode seed s + k; a list: one episode seed per env."""
         if seed is None:
-            seeds = [int(s) for s in self._rng.integers(0, 2**63 - 1, self.num_envs)]
-        elif isinstance(seed, int):
-            self._rng = np.random.default_rng(seed)
-            seeds = [seed + k for k in range(self.num_envs)]
+            backend_seeds = [int(s) for s in self._rng.integers(0, 2**63 - 1, self.num_envs)]
         else:
-            seeds = [int(s) for s in seed]
-        for k, s in enumerate(seeds):
+            if isinstance(seed, int):
+                self._rng = np.random.default_rng(seed)
+                seeds = [seed + k for k in range(self.num_envs)]
+            else:
+                seeds = [int(s) for s in seed]
+            backend_seeds = [episode_seed(s) for s in seeds]
+        for k, s in enumerate(backend_seeds):
             self._reset_env(k, s)
         tels = self.sim.run(self.scenario.interval_s)
         obs = np.stack([self._observe(k, tels[k]) for k in range(self.num_envs)])
@@ -387,7 +449,7 @@ class VVHOVectorEnv(VectorEnv):
         return obs, {}
 
     def _observe(self, k: int, tel: Telemetry) -> np.ndarray:
-        self._windows[k].append(window_features(tel, self.codec.ref_rps))
+        self._windows[k].append(window_features(tel, float(self._ref[k])))
         self._windows[k] = self._windows[k][-self.codec.history:]
         return self.codec.observe(self._windows[k], self._prev[k])
 
@@ -409,17 +471,19 @@ class VVHOVectorEnv(VectorEnv):
                 applied = self.sim.apply_env(k, changed)
                 costs[k] = change_cost(prev, applied)
             self._prev[k] = position
-        tels = self.sim.run(self.scenario.interval_s)
+        tels = self.last_telemetry = self.sim.run(self.scenario.interval_s)
         obs = np.zeros((self.num_envs, self.codec.obs_size), dtype=np.float32)
         for k in range(self.num_envs):
             obs[k] = self._observe(k, tels[k])
             if self._needs_reset[k]:
                 continue
             self._steps[k] += 1
-            rewards[k] = -self.objective(tels[k], costs[k])
-            truncs[k] = self._steps[k] >= self.max_steps
+            rewards[k] = -self._objectives[k](tels[k], costs[k])
+            truncs[k] = self._steps[k] >= self.episode_steps[k]
         self._needs_reset[:] = False
         self._needs_reset[truncs] = True
         terms = np.zeros(self.num_envs, dtype=bool)
-        info = {"p99_us": np.array([t.p99_us for t in tels]), "vm_cpu": np.array([t.vm_cpu for t in tels])}
+        info = {"p99_us": np.array([t.p99_us for t in tels]), "vm_cpu": np.array([t.vm_cpu for t in tels]),
+                "p50_us": np.array([t.p50_us for t in tels]), "p999_us": np.array([t.p999_us for t in tels]),
+                "slo_violation_frac": np.array([t.slo_violation_frac for t in tels])}
         return obs, rewards, terms, truncs, info

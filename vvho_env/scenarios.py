@@ -2,10 +2,15 @@
 
 Scenarios live in ``scenarios.yaml`` beside this file and are validated by the pydantic models below.
 An id names a version (``diurnal-noisy-v0``); changing a scenario's behaviour means a new version.
+Wherever a scenario is accepted, ``load_scenario`` also takes a YAML file in the catalogue's format
+(``vvho_env.scenario_files``) and a held-out variant of a catalogue scenario (``vvho_env.variants``);
+a scenario is identified by its id plus ``content_hash``, so that two versions never mix.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from functools import cache
 from pathlib import Path
@@ -15,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vvho_env import knobs
+from vvho_env.config_base import StrictModel, field_errors
 from vvho_env.errors import VVHOError, did_you_mean
 from vvho_env.sim.profiles import PROFILES
 
@@ -59,8 +65,9 @@ class Phase(_Strict):
         return self
 
 
-class Randomisation(_Strict):
-    """Domain randomisation: relative spreads drawn once per episode from the reset seed."""
+class Randomisation(StrictModel):
+    """Domain randomisation: relative spreads drawn once per episode from the reset seed (a config
+    section too: booleans and non-finite spreads are refused as everywhere in configs)."""
 
     rate: float = Field(0.1, ge=0, lt=1)
     service: float = Field(0.1, ge=0, lt=1)
@@ -94,6 +101,17 @@ class Scenario(_Strict):
         if not self.phases:
             raise ValueError("a scenario needs at least one phase")
         return self
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of everything that changes what the scenario does (not its id or description)."""
+        body = self.model_dump(mode="json", exclude={"id", "description"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def key(self) -> str:
+        """Id plus a short content hash: the name caches and tracked runs use."""
+        return f"{self.id}@{self.content_hash[:12]}"
 
     @property
     def episode_intervals(self) -> int:
@@ -146,17 +164,31 @@ def catalogue() -> dict[str, Scenario]:
         raw = yaml.safe_load(CATALOGUE.read_text())
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{CATALOGUE}: not valid YAML: {exc}") from exc
+    return parse_scenarios(raw, str(CATALOGUE))
+
+
+def parse_scenarios(raw: object, source: str) -> dict[str, Scenario]:
+    """The scenarios of a document in the catalogue's format (``scenarios:`` and a list), validated,
+    by id; every problem is one line naming `source`, the scenario and the field."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("scenarios"), list) or not raw["scenarios"]:
+        raise ScenarioError(f"{source}: not accepted; accepted: a YAML mapping with 'scenarios:' and a non-empty "
+                            "list of scenarios in the catalogue's format (see vvho_env/scenarios.yaml)")
+    extra = sorted(set(raw) - {"scenarios"})
+    if extra:
+        raise ScenarioError(f"{source}: unknown top-level field(s) {', '.join(map(repr, extra))}; accepted: "
+                            "scenarios")
     out: dict[str, Scenario] = {}
-    for i, entry in enumerate(raw.get("scenarios", [])):
+    for i, entry in enumerate(raw["scenarios"]):
+        name = entry.get("id", f"#{i}") if isinstance(entry, dict) else f"#{i}"
         try:
             sc = Scenario.model_validate(entry)
         except ValidationError as exc:
-            name = entry.get("id", f"#{i}") if isinstance(entry, dict) else f"#{i}"
-            raise ScenarioError(f"{CATALOGUE}: scenario {name}: {exc}") from exc
+            raise ScenarioError("\n".join(field_errors(f"{source}: scenario {name}", exc, Scenario))) from None
         if sc.id in out:
-            raise ScenarioError(f"{CATALOGUE}: duplicate scenario id {sc.id!r}")
+            raise ScenarioError(f"{source}: duplicate scenario id {sc.id!r}")
         if not sc.id.endswith(f"-v{sc.version}"):
-            raise ScenarioError(f"{CATALOGUE}: scenario id {sc.id!r} must end with -v{sc.version}")
+            raise ScenarioError(f"{source}: scenario {sc.id}: field id: {sc.id!r} not accepted; accepted: an id "
+                                f"that ends with -v{sc.version} (its version)")
         out[sc.id] = sc
     return out
 
@@ -166,13 +198,22 @@ def scenario_ids() -> list[str]:
 
 
 def load_scenario(scenario: str | Scenario) -> Scenario:
+    """A scenario by catalogue id, YAML file (``path`` or ``path#id``) or held-out variant
+    (``base-id~N``); a Scenario passes through."""
     if isinstance(scenario, Scenario):
         return scenario
     cat = catalogue()
-    if scenario not in cat:
-        raise ScenarioError(f"unknown scenario {scenario!r}{did_you_mean(scenario, cat)}; valid ids: "
-                            f"{', '.join(cat)}")
-    return cat[scenario]
+    if scenario in cat:
+        return cat[scenario]
+    from vvho_env import scenario_files, variants  # they build on this module
+
+    if scenario_files.looks_like_file(scenario):
+        return scenario_files.load_file(scenario)
+    if variants.SEPARATOR in scenario:
+        return variants.from_ref(scenario)
+    raise ScenarioError(f"unknown scenario {scenario!r}{did_you_mean(scenario, cat)}; accepted: a catalogue id "
+                        f"({', '.join(cat)}), a YAML file in the catalogue's format (path or path#id), or a "
+                        f"held-out variant BASE{variants.SEPARATOR}N")
 
 
 def mean_requests_per_window(sc: Scenario) -> float:
