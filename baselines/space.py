@@ -20,7 +20,7 @@ band, which the gradient tuner uses as the floor of its perturbation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,11 +36,13 @@ class UnitSpace:
     base: Mapping[str, KnobValue]  # full settings; knobs outside `names` keep these values
     lo: tuple[float, ...] | None = None  # search bounds on the unit scale (default -1)
     hi: tuple[float, ...] | None = None  # (default +1)
+    encoder: knobs.KnobSpace = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for b in (self.lo, self.hi):
             if b is not None and len(b) != len(self.names):
                 raise ValueError(f"bounds have {len(b)} entries; expected {len(self.names)} for {self.names}")
+        object.__setattr__(self, "encoder", knobs.KnobSpace(self.names))  # the one encoder
 
     @property
     def lower(self) -> np.ndarray:
@@ -61,7 +63,7 @@ class UnitSpace:
     @property
     def discrete(self) -> np.ndarray:
         """True for categorical and boolean knobs (constant inside a bin)."""
-        return np.array([knobs.get(n).kind in ("categorical", "bool") for n in self.names], dtype=bool)
+        return self.encoder.discrete
 
     @property
     def min_probe(self) -> np.ndarray:
@@ -78,12 +80,12 @@ class UnitSpace:
     def encode(self, settings: Mapping[str, KnobValue]) -> np.ndarray:
         merged = dict(self.base)
         merged.update(settings)
-        return np.array(knobs.encode(merged, self.names), dtype=np.float64)
+        return self.encoder.encode(merged)
 
     def decode(self, x: Sequence[float] | np.ndarray) -> Settings:
         """Full settings for a relaxed point: acting knobs rounded, the rest from `base`."""
         out: Settings = dict(self.base)
-        out.update(knobs.decode(self.project(np.asarray(x, dtype=np.float64)), self.names))
+        out.update(self.encoder.decode(self.project(np.asarray(x, dtype=np.float64))))
         return out
 
     def round(self, x: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -70,7 +70,8 @@ def window_features(tel: Telemetry, ref_rps: float) -> np.ndarray:
 
 @dataclass
 class Codec:
-    """Actions <-> settings and telemetry -> observations; shared by the single and vector envs."""
+    """Actions <-> settings (through the one knob-space encoder, ``knobs.KnobSpace``) and telemetry ->
+    observations; shared by the single and vector envs."""
 
     names: tuple[str, ...]
     mode: str  # "absolute" | "delta"
@@ -79,6 +80,7 @@ class Codec:
     ref_rps: float
 
     def __post_init__(self) -> None:
+        self.space = knobs.KnobSpace(self.names)
         if self.mode not in ("absolute", "delta"):
             raise ValueError(f"action_mode {self.mode!r} not accepted; accepted: 'absolute', 'delta'")
         if not 0.0 < self.delta_step <= 2.0:
@@ -116,10 +118,10 @@ class Codec:
         if self.mode == "delta":
             a = (np.asarray(position, dtype=np.float64) + a * self.delta_step).clip(-1.0, 1.0)
         pos = a.astype(np.float32)  # settings follow the float32 position the observation shows
-        return knobs.decode(pos.astype(np.float64), self.names), pos
+        return self.space.decode(pos.astype(np.float64)), pos
 
     def encode(self, settings: Mapping[str, KnobValue]) -> np.ndarray:
-        return np.array(knobs.encode(settings, self.names), dtype=np.float32)
+        return self.space.encode(settings).astype(np.float32)
 
     def observe(self, windows: Sequence[np.ndarray], prev_action: np.ndarray) -> np.ndarray:
         hist = list(windows)[-self.history:]

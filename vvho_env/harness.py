@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vvho_env import knobs
 from vvho_env.env import VVHOEnv
 from vvho_env.histogram import N_BUCKETS, percentiles_ns
 from vvho_env.types import KnobValue, Settings, Telemetry
@@ -38,7 +37,7 @@ def encode_settings(env: VVHOEnv, settings: Mapping[str, KnobValue]) -> np.ndarr
         raise ValueError("settings can only be encoded as actions of an env in absolute action mode")
     merged = dict(env.settings)
     merged.update({k: v for k, v in settings.items() if k in env.knob_names})
-    return np.array(knobs.encode(merged, env.knob_names), dtype=np.float32)
+    return env.codec.encode(merged)
 
 
 class SettingsController:

@@ -16,9 +16,11 @@ Scales
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+import numpy as np
 
 from vvho_env.errors import VVHOError, did_you_mean
 from vvho_env.types import KnobValue, Settings
@@ -296,22 +298,54 @@ def parse_assignment(text: str) -> tuple[str, KnobValue]:
 
 
 def encode(settings: Mapping[str, KnobValue], names: Iterable[str]) -> list[float]:
-    return [get(n).to_unit(settings[n]) for n in names]
+    """Shorthand for ``KnobSpace(names).encode(settings)`` as a list."""
+    return KnobSpace(tuple(names)).encode(settings).tolist()
 
 
 def decode(x: Iterable[float], names: Iterable[str]) -> Settings:
-    return {n: get(n).from_unit(float(v)) for n, v in zip(names, x, strict=True)}
+    """Shorthand for ``KnobSpace(names).decode(x)``."""
+    return KnobSpace(tuple(names)).decode(list(x))
 
 
 @dataclass(frozen=True)
 class KnobSpace:
-    """An ordered subset of knobs acted on (e.g. what one host profile can set)."""
+    """The one encoder between knob settings and points of [-1, 1]^d over an ordered subset of knobs.
+
+    Every map between settings and vectors goes through it: the env's action codec, the tuners' search
+    space, the harness's settings-to-action encoding and the best-known search. Coordinate i is knob
+    ``names[i]`` on its own scale (``Knob.to_unit`` / ``Knob.from_unit``): decoding rounds to the values
+    a backend can apply (integers, categorical bins, the explicit off/unlimited points).
+    """
 
     names: tuple[str, ...] = field(default_factory=lambda: KNOB_NAMES)
 
     def __post_init__(self) -> None:
         for n in self.names:
             get(n)
+        dup = sorted({n for n in self.names if self.names.count(n) > 1})
+        if dup:
+            raise KnobError(f"knob(s) {', '.join(dup)} listed twice; accepted: each knob at most once")
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def knobs(self) -> tuple[Knob, ...]:
+        return tuple(get(n) for n in self.names)
+
+    @property
+    def discrete(self) -> np.ndarray:
+        """True for categorical and boolean knobs (constant inside each bin of their scale)."""
+        return np.array([k.kind in ("categorical", "bool") for k in self.knobs], dtype=bool)
+
+    def encode(self, settings: Mapping[str, KnobValue]) -> np.ndarray:
+        """The point of `settings` (which must name every knob of the space)."""
+        return np.array([get(n).to_unit(settings[n]) for n in self.names], dtype=np.float64)
+
+    def decode(self, x: Sequence[float] | np.ndarray) -> Settings:
+        """The applied settings of a point (each coordinate clipped to [-1, 1] and rounded)."""
+        return {n: get(n).from_unit(float(v)) for n, v in zip(self.names, x, strict=True)}
+
+    def round(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The point of the settings that `x` applies (idempotent)."""
+        return self.encode(self.decode(x))
