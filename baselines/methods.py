@@ -20,6 +20,8 @@ METHODS = ("static-default", "expert", "random", "gd", "bo", "oracle")
 LIVE_METHODS = METHODS[:5]  # a live host has no oracle
 ALIASES = {"gradient": "gd", "bayes": "bo", "optuna": "bo", "default": "static-default", "random-search": "random"}
 TUNED = ("random", "gd", "bo")  # methods with hyperparameters of their own
+# the variant options and the methods they apply to (any other method refuses them)
+OPTION_METHODS = {"estimator": ("gd",), "mode": ("gd",), "sampler": ("bo",), "profile": ("expert",)}
 
 
 class MethodError(VVHOError, ValueError):
@@ -43,7 +45,13 @@ class MethodSpec:
         if m not in METHODS:
             raise MethodError(f"unknown method {name!r}; accepted: {', '.join(METHODS)} "
                               f"(aliases: {', '.join(f'{a}={b}' for a, b in ALIASES.items())})")
-        spec = cls(m, **{k: v for k, v in variant.items() if v is not None})
+        given = {k: v for k, v in variant.items() if v is not None}
+        foreign = [k for k in given if m not in OPTION_METHODS.get(k, (m,))]
+        if foreign:
+            k = foreign[0]
+            raise MethodError(f"--{k} {given[k]} does not apply to {m}; --{k} is accepted by "
+                              f"{', '.join(OPTION_METHODS[k])} only")
+        spec = cls(m, **given)
         if spec.estimator not in ESTIMATORS:
             raise MethodError(f"estimator {spec.estimator!r} not accepted; accepted: {', '.join(ESTIMATORS)}")
         if spec.mode not in MODES:
@@ -52,8 +60,6 @@ class MethodSpec:
             raise MethodError(f"sampler {spec.sampler!r} not accepted; accepted: {', '.join(SAMPLERS)}")
         if spec.profile not in PROFILES:
             raise MethodError(f"expert profile {spec.profile!r} not accepted; accepted: {', '.join(PROFILES)}")
-        if spec.mode == "online" and m != "gd":
-            raise MethodError(f"--mode online is accepted only by gd; {m} tunes offline")
         return spec
 
     @property

@@ -211,7 +211,13 @@ def test_cli_runs_a_tuner(tmp_path: Path) -> None:
     (("--method", "oracle", "--scenario", "testbed-echo-v0", "--budget", "5", "--backend", "live"),
      "accepted on live"),
     (("--method", "random", "--scenario", "steady-low-v0", "--budget", "5", "--mode", "online"),
-     "accepted only by gd"),
+     "--mode online does not apply to random; --mode is accepted by gd only"),
+    (("--method", "gd", "--scenario", "steady-low-v0", "--budget", "5", "--sampler", "gp"),
+     "--sampler gp does not apply to gd; --sampler is accepted by bo only"),
+    (("--method", "bo", "--scenario", "steady-low-v0", "--budget", "5", "--profile", "network-latency"),
+     "--profile network-latency does not apply to bo"),
+    (("--method", "expert", "--scenario", "steady-low-v0", "--budget", "5", "--estimator", "fd"),
+     "--estimator fd does not apply to expert"),
 ])
 def test_cli_bad_input(tmp_path: Path, args: tuple[str, ...], expect: str) -> None:
     code, out = _cli(*args, "--no-tune-hparams", "--no-oracle", tmp=tmp_path)
