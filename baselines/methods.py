@@ -18,7 +18,8 @@ from vvho_env.errors import VVHOError
 
 METHODS = ("static-default", "expert", "random", "gd", "bo", "oracle")
 LIVE_METHODS = METHODS[:5]  # a live host has no oracle
-ALIASES = {"gradient": "gd", "bayes": "bo", "optuna": "bo", "default": "static-default", "random-search": "random"}
+ALIASES = {"gradient": "gd", "bayes": "bo", "optuna": "bo", "default": "static-default", "random-search": "random",
+           "best-known": "oracle"}
 TUNED = ("random", "gd", "bo")  # methods with hyperparameters of their own
 # the variant options and the methods they apply to (any other method refuses them)
 OPTION_METHODS = {"estimator": ("gd",), "mode": ("gd",), "sampler": ("bo",), "profile": ("expert",)}

@@ -53,3 +53,33 @@ def test_the_graph_sees_imports_everywhere() -> None:
     g = graph()
     assert "agents" in g["vvho/experiments.py"] and "vvho_env" in g["agents/train.py"]
     assert {"vvho"} <= g["vvho/cli.py"]  # mounts its command modules by name
+
+
+# The vocabulary every layer shares: errors <- knobs <- sim.profiles <- scenarios <- types (Backend names
+# Scenario). Module-level imports only (TYPE_CHECKING ones included): a function-level import is how a
+# module reaches a later layer on purpose.
+VOCABULARY = ("vvho_env/errors.py", "vvho_env/knobs.py", "vvho_env/sim/profiles.py", "vvho_env/scenarios.py",
+              "vvho_env/types.py")
+
+
+def _module_imports(path: Path) -> set[str]:
+    """vvho_env modules a module imports at module level (also under `if TYPE_CHECKING:`)."""
+    out = set()
+    body = ast.parse(path.read_text(), str(path)).body
+    nodes = [n for stmt in body for n in ([stmt] + (stmt.body if isinstance(stmt, ast.If) else []))]
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            mod = node.module
+            if mod == "vvho_env":  # `from vvho_env import knobs`
+                out |= {f"vvho_env/{a.name}.py" for a in node.names}
+            elif mod.startswith("vvho_env."):
+                out.add(mod.replace(".", "/") + ".py")
+    return out
+
+
+def test_the_vocabulary_modules_import_each_other_without_a_cycle() -> None:
+    edges = {m: _module_imports(ROOT / m) & set(VOCABULARY) for m in VOCABULARY}
+    order = {m: i for i, m in enumerate(VOCABULARY)}
+    backwards = [f"{m} imports {t}" for m, ts in edges.items() for t in sorted(ts) if order[t] >= order[m]]
+    assert not backwards, "imports against the order errors < knobs < profiles < scenarios < types:\n" + \
+        "\n".join(backwards)

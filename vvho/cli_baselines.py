@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-console = Console(width=180)
-
-
-def _fail(msg: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {msg}")
-    return typer.Exit(code=2)
+from vvho import ui
+from vvho.options import OptionError, ResultsDirOpt, RunNameOpt, TagOpt, TrackingUriOpt, paths, writable
 
 
 def _parse_bound(text: str) -> tuple[str, tuple[str, str]]:
@@ -37,35 +30,51 @@ def _parse_bound(text: str) -> tuple[str, tuple[str, str]]:
         raise knobs.KnobError(f"bound {text!r}: not a number; accepted for {knob.name}: {knob.accepted()}") from None
 
 
-def _f(v: float, fmt: str = ",.1f") -> str:
-    return "-" if not isinstance(v, float | int) or not math.isfinite(v) else format(v, fmt)
+def _label(name: str) -> str:
+    """What users read: the oracle search is a best-known reference, not a limit."""
+    return "best-known" if name == "oracle" else name
 
 
-def summary_table(report: Any) -> Table:
+COLS = [ui.Col("method", "id"), ui.Col("p50 us"), ui.Col("p99 us"), ui.Col("p99.9 us"), ui.Col("SLO viol %"),
+        ui.Col("VM CPU"), ui.Col("nb CPU"), ui.Col("nb slow"), ui.Col("J"), ui.Col("windows")]
+
+
+def summary_rows(report: Any) -> tuple[list[ui.Col], list[list[str]]]:
+    """The method and its references: figures, windows spent, and the method's ratios to each reference."""
     refs = list(report.references)
-    t = Table("method", "p50 us", "p99 us", "p99.9 us", "SLO viol %", "VM CPU", "nb CPU", "nb slow", "objective",
-              *[f"J / {r}" for r in refs], *[f"p99 / {r}" for r in refs], *[f"CPU / {r}" for r in refs],
-              title=f"{report.config.scenario.id} on {report.config.backend}: evaluation over "
-                    f"{report.config.eval_episodes} x {report.config.steps_per_eval} fresh windows")
+    cols = COLS + [ui.Col(f"{m} / {_label(r)}") for m in ("J", "p99", "CPU") for r in refs]
+    out = report.outcome
+    windows = {out.label: f"{out.windows:,}" + (f" + {report.hparams['sweep_windows']:,} hp"
+                                                 if "sweep_windows" in report.hparams else "")}
 
     def row(name: str, m: dict[str, float], ratios: bool) -> list[str]:
-        cells = [name, _f(m["p50_us"]), _f(m["p99_us"]), _f(m["p999_us"]), _f(100 * m["slo_violation_frac"], ".2f"),
-                 _f(m["vm_cpu"], ".2f"), _f(m["neighbour_cpu"], ".2f"), _f(m["neighbour_slowdown"], ".3f"),
-                 _f(m["objective"], ".3f")]
+        cells = [_label(name), ui.fmt(m["p50_us"], ",.1f"), ui.fmt(m["p99_us"], ",.1f"), ui.fmt(m["p999_us"], ",.1f"),
+                 ui.fmt(100 * m["slo_violation_frac"], ".2f"), ui.fmt(m["vm_cpu"], ".2f"),
+                 ui.fmt(m["neighbour_cpu"], ".2f"), ui.fmt(m["neighbour_slowdown"], ".3f"), ui.fmt(m["objective"]),
+                 windows.get(name, "0" if name == "static-default" else "-")]
         for metric in ("objective", "p99_us", "vm_cpu"):
             for r in refs:
-                cells.append(_f(report.ratio(r, metric), ".2f") if ratios else "")
+                cells.append(ui.fmt(report.ratio(r, metric), ".2f") if ratios else "")
         return cells
 
-    label = report.outcome.label + ("  [bold red]BEATS ORACLE[/bold red]" if report.beats_oracle else "")
-    t.add_row(*row(label, report.outcome.metrics, True))
-    for r in refs:
-        if r != report.outcome.label:
-            t.add_row(*row(f"({r})", report.references[r], False))
-    return t
+    rows = [row(out.label, out.metrics, True)]
+    rows += [row(r, report.references[r], False) for r in refs if r != out.label]
+    return cols, rows
 
 
-def _log_mlflow(report: Any, uri: str | None) -> None:
+def _summary_json(report: Any, spec: Any, hp_info: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
+    out = report.outcome
+    return {"method": out.label, "scenario": report.config.scenario.id, "backend": report.config.backend,
+            "metrics": out.metrics, "references": {_label(r): m for r, m in report.references.items()},
+            "ratios": {f"{metric}/{_label(r)}": report.ratio(r, metric) for r in report.references
+                       for metric in ("objective", "p99_us", "vm_cpu")},
+            "windows": {"tuning": out.windows, "resumed": out.resumed_windows,
+                        "hyperparameters": hp_info.get("sweep_windows", 0)},
+            "hyperparameters": spec.config_dict(), "hyperparameter_source": hp_info["source"],
+            "settings": out.settings, "changed_settings": changed, "beats_best_known": report.beats_oracle}
+
+
+def _log_mlflow(report: Any, uri: str | None, name: str | None, extra_tags: dict[str, str]) -> str:
     import mlflow
 
     from vvho.tracking import run_name, tracked_run
@@ -77,11 +86,11 @@ def _log_mlflow(report: Any, uri: str | None) -> None:
               "bounds": json.dumps(dict(cfg.bounds)),
               **{f"hp.{k}": v for k, v in cfg.spec.config_dict().items()}}
     tags = {"hparam_sweep_windows": str(report.hparams.get("sweep_windows", 0)),
-            "hparams_source": str(report.hparams.get("source", "defaults"))}
+            "hparams_source": str(report.hparams.get("source", "defaults")), **extra_tags}
     if out.storage is not None:
         tags["optuna_storage"] = str(out.storage.resolve())
-    with tracked_run("vvho-baselines", run_name(cfg.scenario.id, out.label, cfg.seed), params, uri=uri, tags=tags,
-                     results_dir=cfg.results_dir):
+    with tracked_run("vvho-baselines", name or run_name(cfg.scenario.id, out.label, cfg.seed), params, uri=uri,
+                     tags=tags, results_dir=cfg.results_dir) as tracker:
         for step, row in enumerate(out.trace):
             if "objective" in row:
                 mlflow.log_metrics({"tune/objective": row["objective"], "tune/p99_us": _finite(row["p99_us"]),
@@ -102,6 +111,7 @@ def _log_mlflow(report: Any, uri: str | None) -> None:
                         "baseline.json")
         if out.storage is not None and out.storage.exists():
             mlflow.log_artifact(str(out.storage))
+        return tracker.run_id
 
 
 def _finite(v: float) -> float:
@@ -109,7 +119,8 @@ def _finite(v: float) -> float:
 
 
 def baseline(
-    method: Annotated[str, typer.Option(help="static-default, expert, random, gd, bo or oracle")],
+    method: Annotated[str, typer.Option(help="static-default, expert, random, gd, bo or best-known (the "
+                                         "cached best-known search, alias oracle)")],
     scenario: Annotated[str, typer.Option(help="scenario id (see `vvho scenarios`)")],
     budget: Annotated[int, typer.Option(help="tuning budget in measurement windows (env steps), >= 1")],
     seed: Annotated[int, typer.Option(help="seed of the tuning episode; evaluation seeds derive from it")] = 0,
@@ -123,26 +134,38 @@ def baseline(
     eval_steps: Annotated[int | None, typer.Option(help="windows per evaluation episode (default: episode)")] = None,
     knob: Annotated[list[str] | None, typer.Option("--knob", help="tune only these knobs (repeatable)")] = None,
     bound: Annotated[list[str] | None, typer.Option("--bound", help="name=low:high search bound (repeatable)")] = None,
-    tune_hparams: Annotated[bool, typer.Option(help="sweep the tuner's own hyperparameters (cached)")] = True,
-    oracle: Annotated[bool, typer.Option(help="sim: compare with the oracle (computed once, cached)")] = True,
+    tune_hparams: Annotated[bool, typer.Option(help="first sweep the tuner's own hyperparameters on a training "
+                                               "scenario (opt-in; cached; its windows are printed)")] = False,
+    oracle: Annotated[bool, typer.Option("--best-known/--no-best-known", "--oracle/--no-oracle",
+                                         help="sim: compare with the best-known reference (its search is "
+                                              "computed once and cached)")] = True,
     fresh: Annotated[bool, typer.Option(help="bo: delete a stored study instead of resuming it")] = False,
-    results_dir: Annotated[Path, typer.Option(help="folder for studies, ledgers and caches")] = Path("results"),
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI (default results/mlflow.db)")] = None,
+    results_dir: ResultsDirOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    run_name: RunNameOpt = None,
+    tag: TagOpt = None,
+    json_out: ui.JsonOpt = False,
+    wide: ui.WideOpt = False,
     uri: Annotated[str, typer.Option("--connect", "--uri", help="live: libvirt URI")] = "qemu:///system",
     domain: Annotated[str, typer.Option(help="live: libvirt domain")] = "vvho-testbed",
     port: Annotated[int | None, typer.Option(help="live: host port of a TCP echo service in the guest "
                                              "(default: the testbed's, else a hostfwd in the domain's XML)")] = None,
 ) -> None:
     """Tune with one baseline on a budget of measurement windows, evaluate on fresh seeds, compare with the
-    oracle (simulator) or static-default and the best static setting found (live), and track it in MLflow."""
+    best-known reference (simulator) or static-default and the best static setting found (live), and
+    track it in MLflow."""
     from baselines.hparams import sweep
-    from baselines.methods import MethodError, MethodSpec
+    from baselines.methods import MethodSpec
     from baselines.run import RunConfig, run_baseline, study_path
-    from vvho_env import knobs
+    from vvho.tracking import Store, parse_tags
     from vvho_env.env import VVHOEnv
-    from vvho_env.scenarios import ScenarioError, load_scenario
-    from vvho_env.types import ApplyRejected, BackendError
+    from vvho_env.errors import VVHOError
+    from vvho_env.scenarios import load_scenario
 
+    p = paths(results_dir)
+    Store(p, tracking_uri)  # a bad --tracking-uri is refused now, not after the work
+    tags = parse_tags(tag or [])
+    results_dir = writable(p).root
     try:
         spec = MethodSpec.parse(method, estimator=estimator, mode=mode, sampler=sampler, profile=profile)
         sc = load_scenario(scenario)
@@ -150,8 +173,15 @@ def baseline(
         cfg = RunConfig(spec, sc, budget, seed, backend,
                         eval_episodes or (1 if backend == "live" else 3), eval_steps,
                         tuple(knob) if knob else None, bounds, results_dir, with_oracle=oracle)
-        hp_info: dict[str, Any] = {"source": "defaults"}
+    except VVHOError:
+        raise
+    except ValueError as exc:  # the run's own checks (budget, episodes, knob names)
+        raise OptionError(str(exc)) from None
+    hp_info: dict[str, Any] = {"source": "defaults"}
+    with ui.heartbeat(f"{spec.label} on {sc.id}"):
         if tune_hparams:
+            ui.info(f"sweeping {spec.label}'s hyperparameters on a training scenario first (cached; --no-tune-hparams "
+                    "skips it)")
             hp = sweep(spec, sc, budget, cfg.steps_per_eval, results_dir)
             if hp.best:
                 spec = spec.with_hparams(hp.best)
@@ -169,26 +199,32 @@ def baseline(
         else:
             env = VVHOEnv(sc, knob_names=cfg.knob_names)
         try:
-            report = run_baseline(cfg, env, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+            report = run_baseline(cfg, env, log=ui.note)
         finally:
             env.close()
-    except (MethodError, ScenarioError, knobs.KnobError, ApplyRejected, BackendError, ValueError) as exc:
-        raise _fail(str(exc)) from None
     report.hparams.update(hp_info)
-    console.print(summary_table(report))
-    console.print(f"tuning windows spent: {report.outcome.windows}"
-                  + (f" (+{report.outcome.resumed_windows} by an earlier attempt of this study)"
-                     if report.outcome.resumed_windows else "")
-                  + f" of {budget}; hyperparameters: {spec.config_dict() or 'none'} ({hp_info['source']}"
-                  + (f", sweep cost {hp_info['sweep_windows']} windows)" if "sweep_windows" in hp_info else ")"))
     changed = {k: v for k, v in report.outcome.settings.items() if sc.settings_at_start().get(k) != v}
-    console.print(f"final settings (changed from the start settings): {changed or 'none'}")
+    run_id = _log_mlflow(report, tracking_uri, run_name, tags)
+    if json_out:
+        ui.emit_json({"run_id": run_id, **_summary_json(report, spec, hp_info, changed)})
+        return
+    cols, rows = summary_rows(report)
+    ui.print_table(cols, rows, title=f"{sc.id} on {backend}: evaluation over {cfg.eval_episodes} x "
+                   f"{cfg.steps_per_eval} fresh windows", wide=wide)
+    out = ui.stdout()
+    out.print(f"tuning windows spent: {report.outcome.windows:,}"
+              + (f" (+{report.outcome.resumed_windows:,} by an earlier attempt of this study)"
+                 if report.outcome.resumed_windows else "")
+              + f" of {budget:,}; hyperparameters: {spec.config_dict() or 'none'} ({hp_info['source']}"
+              + (f", sweep cost {hp_info['sweep_windows']:,} windows)" if "sweep_windows" in hp_info else ")"),
+              soft_wrap=True, highlight=False, markup=False)
+    out.print(f"final settings (changed from the start settings): {changed or 'none'}", soft_wrap=True,
+              highlight=False, markup=False)
     if report.beats_oracle:
-        console.print("[bold red]flag:[/bold red] this method beat the oracle's objective on these seeds; "
-                      "the oracle is a best-known search, not a proof of optimality")
+        ui.warn("this method beat the best-known reference on these seeds: best-known is the best setting a "
+                "search found, not a limit; re-run its search with more seeds (benchmarks/tuner_quality.py)")
     if report.outcome.storage is not None:
-        console.print(f"optuna study: {report.outcome.storage} (re-run the same command to resume)")
-    _log_mlflow(report, tracking_uri)
+        ui.info(f"optuna study: {report.outcome.storage} (re-run the same command to resume)")
 
 
 def register(app: typer.Typer) -> None:

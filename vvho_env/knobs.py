@@ -23,7 +23,9 @@ from enum import StrEnum
 import numpy as np
 
 from vvho_env.errors import VVHOError, did_you_mean
-from vvho_env.types import KnobValue, Settings
+
+KnobValue = int | float | str | bool
+Settings = dict[str, KnobValue]
 
 SPECIAL_BAND = 0.1  # share of [-1, 1] reserved at an end for an explicit 'off' / 'unlimited' point
 

@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from vvho_env.errors import VVHOError
+from vvho_env.knobs import KnobValue, Settings  # defined with the knobs; re-exported for backends and env
 
 if TYPE_CHECKING:
     from vvho_env.scenarios import Scenario
-
-KnobValue = int | float | str | bool
-Settings = dict[str, KnobValue]
 
 
 class Status(enum.Enum):
