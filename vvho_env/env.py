@@ -111,8 +111,8 @@ class Codec:
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (len(self.names),):
             raise ActionError(f"action has shape {a.shape}; expected ({len(self.names)},) for knobs {self.names}")
-        bad = [n for n, v in zip(self.names, a, strict=True) if not math.isfinite(v)]
-        if bad:
+        if not np.isfinite(a).all():
+            bad = [n for n, v in zip(self.names, a, strict=True) if not math.isfinite(v)]
             raise ActionError(f"action is NaN/inf for knob(s) {', '.join(bad)}; accepted: finite values in [-1, 1]")
         a = a.clip(-1.0, 1.0)
         if self.mode == "delta":

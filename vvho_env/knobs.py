@@ -15,6 +15,7 @@ Scales
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,6 +115,16 @@ class Knob:
         return num
 
     # -- scale ------------------------------------------------------------------------------
+    @functools.cached_property
+    def _scale(self) -> tuple[float, float, float, float]:
+        """(lo_x, hi_x, a, b) of the numeric part of the scale: u = (x - lo_x) / (hi_x - lo_x) maps onto
+        a + u * b, in log space for a log knob; computed once (the host agent decodes every interval)."""
+        lo_x = -1.0 + SPECIAL_BAND if self.off is not None else -1.0
+        hi_x = 1.0 - SPECIAL_BAND if self.unlimited is not None else 1.0
+        if self.scale == "log":
+            return lo_x, hi_x, math.log(self.low), math.log(self.high) - math.log(self.low)
+        return lo_x, hi_x, self.low, self.high - self.low
+
     def from_unit(self, x: float) -> KnobValue:
         """Map x in [-1, 1] to a knob value (x is clipped; NaN is rejected)."""
         if not math.isfinite(x):
@@ -122,20 +133,13 @@ class Knob:
         if self.kind in ("categorical", "bool"):
             n = len(self.choices)
             return self.choices[min(n - 1, int((x + 1.0) / 2.0 * n))]
-        lo_x, hi_x = -1.0, 1.0
-        if self.off is not None:
-            if x < -1.0 + SPECIAL_BAND:
-                return self.off
-            lo_x = -1.0 + SPECIAL_BAND
-        if self.unlimited is not None:
-            if x > 1.0 - SPECIAL_BAND:
-                return self.unlimited
-            hi_x = 1.0 - SPECIAL_BAND
+        if self.off is not None and x < -1.0 + SPECIAL_BAND:
+            return self.off
+        if self.unlimited is not None and x > 1.0 - SPECIAL_BAND:
+            return self.unlimited
+        lo_x, hi_x, a, b = self._scale
         u = (x - lo_x) / (hi_x - lo_x)
-        if self.scale == "log":
-            val = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
-        else:
-            val = self.low + u * (self.high - self.low)
+        val = math.exp(a + u * b) if self.scale == "log" else a + u * b
         val = min(self.high, max(self.low, val))
         return round(val) if self.kind == "int" else val
 

@@ -144,6 +144,14 @@ class Guards:
         self.names = tuple(knob_names)
         self.clock = clock or time.monotonic
         self.allowed = [self._allowed(n, (manifest_bounds or {}).get(n)) for n in self.names]
+        # the spans as arrays (knob x span, NaN-padded), so that the usual case, every proposal inside its
+        # spans, is one vectorised test
+        width = max((len(a.spans) for a in self.allowed), default=1)
+        self._span_lo = np.full((len(self.names), width), np.nan)
+        self._span_hi = np.full((len(self.names), width), np.nan)
+        for i, a in enumerate(self.allowed):
+            for j, (lo, hi) in enumerate(a.spans):
+                self._span_lo[i, j], self._span_hi[i, j] = lo, hi
         self.max_step = np.array([(limits.knobs[n].max_step if n in limits.knobs and limits.knobs[n].max_step
                                    else limits.max_step) for n in self.names])
         self.original = dict(original)
@@ -219,11 +227,12 @@ class Guards:
             return d
         x = np.asarray(proposed, dtype=np.float64).copy()
         clamped = []
-        for i, a in enumerate(self.allowed):
+        inside = ((x[:, None] >= self._span_lo) & (x[:, None] <= self._span_hi)).any(axis=1)
+        for i in np.flatnonzero(~inside).tolist():  # only what lies outside every allowed span is clamped
+            a = self.allowed[i]
             y = a.clamp(float(x[i]))
-            if y != x[i]:
-                clamped.append(f"{self.names[i]} {a.knob.from_unit(float(x[i]))!r} -> {a.knob.from_unit(y)!r}")
-                x[i] = y
+            clamped.append(f"{self.names[i]} {a.knob.from_unit(float(x[i]))!r} -> {a.knob.from_unit(y)!r}")
+            x[i] = y
         d.verdicts.append(Verdict("bounds", "clamp" if clamped else "pass", "; ".join(clamped)))
         want = x - position
         step = np.clip(want, -self.max_step, self.max_step)
