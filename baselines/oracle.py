@@ -10,6 +10,7 @@ costs only the evaluation windows every method pays.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ class PhaseScheduleController:
         pass
 
 
-def oracle_settings(scenario: Scenario, cfg: SearchConfig | None = None) -> list[Settings]:
+def oracle_settings(scenario: Scenario, cfg: SearchConfig | None = None,
+                    cache_dir: Path | None = None) -> list[Settings]:
     """Best per-phase settings (computed once per scenario version, simulator hash and config)."""
-    return [dict(r.settings) for r in best_settings(scenario, cfg).per_phase]
+    return [dict(r.settings) for r in best_settings(scenario, cfg, cache_dir=cache_dir).per_phase]

@@ -35,6 +35,7 @@ from baselines.tuner import TunerController
 from vvho_env import knobs
 from vvho_env.env import VVHOEnv
 from vvho_env.harness import Controller, EpisodeResult, SettingsController, run_episode
+from vvho_env.paths import Paths
 from vvho_env.scenarios import Scenario
 from vvho_env.types import ApplyRejected, KnobValue, Settings
 
@@ -205,7 +206,7 @@ def run_baseline(cfg: RunConfig, env: VVHOEnv, log: Any = print) -> Report:
     refs: dict[str, dict[str, float]] = {}
     ref_settings: dict[str, Any] = {}
     if cfg.spec.method == "oracle":
-        per_phase = oracle_settings(cfg.scenario, cfg.oracle)
+        per_phase = oracle_settings(cfg.scenario, cfg.oracle, Paths.at(cfg.results_dir).oracle)
         ev = evaluate(env, PhaseScheduleController(cfg.scenario, per_phase), seeds, steps)
         outcome = Outcome("oracle", per_phase[0], ev)
         outcome.trace = [{"phase": p.name, "settings": s} for p, s in zip(cfg.scenario.phases, per_phase, strict=True)]
@@ -221,8 +222,9 @@ def run_baseline(cfg: RunConfig, env: VVHOEnv, log: Any = print) -> Report:
         if cfg.spec.method == "oracle":
             refs["oracle"] = outcome.metrics
         else:
-            log("evaluating the oracle reference on the same seeds (its search is cached under results/oracle)")
-            per_phase = oracle_settings(cfg.scenario, cfg.oracle)
+            log(f"evaluating the best-known reference on the same seeds (its search is cached under "
+                f"{Paths.at(cfg.results_dir).oracle})")
+            per_phase = oracle_settings(cfg.scenario, cfg.oracle, Paths.at(cfg.results_dir).oracle)
             refs["oracle"] = evaluate(env, PhaseScheduleController(cfg.scenario, per_phase), seeds, steps).metrics()
             ref_settings["oracle"] = per_phase
     elif cfg.backend == "live":

@@ -25,11 +25,10 @@ import numpy as np
 from vvho_env import SIM_HASH, knobs
 from vvho_env.env import acting_knobs
 from vvho_env.objective import Objective, objective_for
+from vvho_env.paths import Paths
 from vvho_env.scenarios import Scenario, load_scenario
 from vvho_env.sim.backend import BatchSim
 from vvho_env.types import Settings
-
-CACHE_DIR = Path("results") / "oracle"
 
 
 @dataclass(frozen=True)
@@ -171,13 +170,15 @@ class AdaptivityResult:
 
 
 def best_settings(scenario: str | Scenario, cfg: SearchConfig | None = None,
-                  use_cache: bool = True) -> AdaptivityResult:
-    """Best per-phase settings and best single static setting of a scenario (cached per scenario
-    version, simulator hash and search configuration)."""
+                  use_cache: bool = True, cache_dir: Path | None = None) -> AdaptivityResult:
+    """Best per-phase settings and best single static setting of a scenario (cached in `cache_dir`,
+    default the results directory's oracle/ folder, per scenario content, simulator hash and search
+    configuration)."""
     sc = load_scenario(scenario)
     cfg = cfg or SearchConfig()
     names = cfg.knob_names or acting_knobs(sc.host_profile, None)
-    path = CACHE_DIR / f"{sc.id}__{SIM_HASH}__{cfg.key()}.json"
+    folder = cache_dir if cache_dir is not None else Paths.at().oracle
+    path = folder / f"{sc.id}__{sc.content_hash[:16]}__{SIM_HASH}__{cfg.key()}.json"
     if use_cache and path.exists():
         return _load(path)
     ev = PhaseEvaluator(sc, cfg)
@@ -197,7 +198,7 @@ def best_settings(scenario: str | Scenario, cfg: SearchConfig | None = None,
             per_phase[p] = SearchResult(dict(static.settings), float(static_pp[p]), r.evaluations, r.trace)
     result = AdaptivityResult(sc.id, per_phase, static, [float(x) for x in static_pp], weights)
     if use_cache:
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(_dump(result)))
         tmp.replace(path)

@@ -82,9 +82,7 @@ def best_known_settings(scenario: Scenario, paths: Paths, level: str = "full") -
     content and search level, then cached)."""
     from baselines import search
 
-    # cached per content hash: two scenarios of one id never share an entry
-    search.CACHE_DIR = paths.oracle / scenario.content_hash[:16]
-    found = search.best_settings(scenario, _search_config(level))
+    found = search.best_settings(scenario, _search_config(level), cache_dir=paths.oracle)
     return [dict(r.settings) for r in found.per_phase], dict(found.static.settings)
 
 
