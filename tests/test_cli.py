@@ -146,7 +146,8 @@ def test_config_errors_come_before_torch_and_mlflow_load(tmp_path: Path) -> None
 
 
 def test_every_command_with_json_prints_json_only(tmp_path: Path) -> None:
-    for args in (["scenarios"], ["knobs"], ["configs"], ["runs", "list", "--results-dir", str(tmp_path)]):
+    for args in (["scenarios"], ["knobs"], ["configs"], ["runs", "list", "--results-dir", str(tmp_path)],
+                 ["simulate", "--steps", "2"]):
         res = runner.invoke(app, [*args, "--json"])
         assert res.exit_code == 0, res.output
         json.loads(res.stdout)
@@ -162,3 +163,19 @@ def test_tables_fit_80_columns_without_cutting_values(command: str) -> None:
     names = [row.get("id") or row.get("name") for row in json.loads(wide)]
     for name in names:  # ids and names are never wrapped or cut
         assert name in res.stdout, name
+
+
+def test_simulate_fits_80_columns_and_refuses_bad_counts() -> None:
+    """Every figure of every step is printed whole at 80 columns (split into tables); a step count or
+    seed out of range is one line, not an endless run or a traceback."""
+    res = runner.invoke(app, ["simulate", "--steps", "3", "--scenario", "quota-tight-v0"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80
+    steps = json.loads(runner.invoke(app, ["simulate", "--steps", "3", "--scenario", "quota-tight-v0",
+                                           "--json"]).stdout)["steps"]
+    for s in steps:
+        assert f"{s['requests']:,}" in res.stdout and f"{s['p99_us']:,.1f}" in res.stdout
+    for args, expect in ((["--steps", "1e20"], "--steps"), (["--seed", "-1"], "--seed"),
+                         (["--knob", "vcpu_quota=abc"], "vcpu_quota")):
+        bad = runner.invoke(app, ["simulate", *args])
+        assert bad.exit_code == 2 and expect in bad.output and "Traceback" not in bad.output, bad.output

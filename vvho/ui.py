@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 import math
@@ -87,6 +88,8 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -181,7 +184,7 @@ def print_table(cols: Sequence[Col], rows: Sequence[Sequence[str]], title: str |
     for n, idx in enumerate(parts):
         heading = title if len(parts) == 1 else f"{title + ' ' if title else ''}(table {n + 1} of {len(parts)})"
         if heading:  # a line of its own: a table title would wrap at the table's width
-            con.print(escape(heading), soft_wrap=True, highlight=False)
+            con.print(escape(heading), highlight=False)  # wraps at words: a heading holds no figure to cut
         header = any(c.header for c in cols)
         t = Table(box=box.SIMPLE_HEAD if header else None, pad_edge=False, collapse_padding=True, show_header=header)
         for i in idx:
