@@ -9,7 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from vvho import ui
-from vvho.options import OptionError, ResultsDirOpt, RunNameOpt, TagOpt, TrackingUriOpt, paths, writable
+from vvho.options import (
+    OptionError,
+    ResultsDirOpt,
+    RunNameOpt,
+    TagOpt,
+    TrackingUriOpt,
+    int_option,
+    paths,
+    writable,
+)
+
+SEED_MAX = 2**31 - 1  # the tuning seed and the evaluation seeds derived from it stay numpy-seedable
 
 
 def _parse_bound(text: str) -> tuple[str, tuple[str, str]]:
@@ -122,16 +133,20 @@ def baseline(
     method: Annotated[str, typer.Option(help="static-default, expert, random, gd, bo or best-known (the "
                                          "cached best-known search, alias oracle)")],
     scenario: Annotated[str, typer.Option(help="scenario id (see `vvho scenarios`)")],
-    budget: Annotated[int, typer.Option(help="tuning budget in measurement windows (env steps), >= 1")],
-    seed: Annotated[int, typer.Option(help="seed of the tuning episode; evaluation seeds derive from it")] = 0,
+    budget: Annotated[int, typer.Option(parser=int_option(1, 10**9), metavar="WINDOWS",
+                                        help="tuning budget in measurement windows (env steps), >= 1")],
+    seed: Annotated[int, typer.Option(parser=int_option(0, SEED_MAX), metavar="SEED",
+                                      help="seed of the tuning episode; evaluation seeds derive from it")] = 0,
     backend: Annotated[str, typer.Option(help="sim or live")] = "sim",
     estimator: Annotated[str | None, typer.Option(help="gd: fd (finite differences) or spsa")] = None,
     mode: Annotated[str | None, typer.Option(help="gd: offline or online")] = None,
     sampler: Annotated[str | None, typer.Option(help="bo: tpe or gp")] = None,
     profile: Annotated[str | None, typer.Option(help="expert: latency-performance, network-latency, "
                                                      "realtime-virtual-host")] = None,
-    eval_episodes: Annotated[int | None, typer.Option(help="fresh evaluation episodes (default 3 sim, 1 live)")] = None,
-    eval_steps: Annotated[int | None, typer.Option(help="windows per evaluation episode (default: episode)")] = None,
+    eval_episodes: Annotated[int | None, typer.Option(parser=int_option(1, 1000), metavar="N",
+                                                      help="fresh evaluation episodes (default 3 sim, 1 live)")] = None,
+    eval_steps: Annotated[int | None, typer.Option(parser=int_option(1, 10**7), metavar="N",
+                                                   help="windows per evaluation episode (default: episode)")] = None,
     knob: Annotated[list[str] | None, typer.Option("--knob", help="tune only these knobs (repeatable)")] = None,
     bound: Annotated[list[str] | None, typer.Option("--bound", help="name=low:high search bound (repeatable)")] = None,
     tune_hparams: Annotated[bool, typer.Option(help="first sweep the tuner's own hyperparameters on a training "
