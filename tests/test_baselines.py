@@ -203,7 +203,10 @@ def test_cli_runs_a_tuner(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args,expect", [
     (("--method", "annealing", "--scenario", "steady-low-v0", "--budget", "5"), "accepted: static-default"),
     (("--method", "gd", "--scenario", "nope-v0", "--budget", "5"), "accepted: a catalogue id"),
-    (("--method", "gd", "--scenario", "steady-low-v0", "--budget", "0"), "budget 0 not accepted"),
+    (("--method", "gd", "--scenario", "steady-low-v0", "--budget", "0"),
+     "Invalid value for '--budget': '0' not accepted; accepted: an integer in 1"),
+    (("--method", "gd", "--scenario", "steady-low-v0", "--budget", "5", "--seed", "-1"),
+     "Invalid value for '--seed': '-1' not accepted"),
     (("--method", "gd", "--scenario", "testbed-echo-v0", "--budget", "5", "--bound", "idle_state=C1:C6"),
      "cannot set it"),
     (("--method", "gd", "--scenario", "steady-low-v0", "--budget", "5", "--bound", "halt_poll_ns=zero:1"),
