@@ -8,6 +8,7 @@ against it; `vvho testbed up/down` refuse it; its persistent XML and UUID stay a
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -78,12 +79,16 @@ def test_host_check_attaches_to_a_plain_echo(foreign: dict[str, Any]) -> None:
     from vvho.cli import app
 
     r = CliRunner().invoke(app, ["host", "check", "--connect", URI, "--domain", NAME, "--port", str(PORT),
-                                 "--seconds", "1"])
+                                 "--seconds", "1", "--json"])
     assert r.exit_code == 0, r.output
-    assert "a plain TCP echo service (no service time, no guest-side knobs)" in r.output
-    settable = next(line for line in r.output.splitlines() if line.startswith("settable"))
-    assert "vcpu_quota" in settable and "busy_poll_us" not in settable
-    assert "not busy_poll_us" in r.output and "plain echo" in r.output
+    report = json.loads(r.stdout)
+    assert "a plain TCP echo service (no service time, no guest-side knobs)" in report["guest"]
+    assert "vcpu_quota" in report["settable"] and "busy_poll_us" not in report["settable"]
+    assert "plain echo" in report["  not busy_poll_us"] and report["ok"] is True
+    table = CliRunner().invoke(app, ["host", "check", "--connect", URI, "--domain", NAME, "--port", str(PORT),
+                                     "--seconds", "1"], env={"COLUMNS": "80"})
+    assert table.exit_code == 0 and "plain TCP echo" in table.stdout, table.output
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
     _unchanged(foreign)
 
 
@@ -92,7 +97,7 @@ def test_testbed_commands_refuse_a_domain_they_did_not_create(foreign: dict[str,
 
     for cmd in (["testbed", "up", "--domain", NAME, "--port", "17207"], ["testbed", "down", "--domain", NAME]):
         r = CliRunner().invoke(app, cmd)
-        assert r.exit_code == 1, r.output
+        assert r.exit_code == 2, r.output  # a VVHOError: one line, exit 2, like every refused input
         assert "was not created by `vvho testbed up`" in r.output and "will not destroy or redefine" in r.output
         assert f"--domain {NAME} --port P" in r.output
     assert virsh("domstate", NAME).strip() == "running"
