@@ -385,8 +385,10 @@ class Store:
 
         client = self.client()
         exp = client.get_run(parent).info.experiment_id
+        # owned by this process like any run, so that a kill between the last two writes (state tag, then
+        # status) reconciles to 'killed' and resume redoes the trial, as a watcher of MLflow's status would
         run = client.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent, "git_commit": git_commit(),
-                                                          STATE_TAG: "running", **tags})
+                                                          STATE_TAG: "running", **_owner_tags(), **tags})
         now = int(time.time() * 1000)
         client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         for artifact, text in texts.items():
