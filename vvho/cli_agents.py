@@ -156,7 +156,7 @@ def export_cmd(
     if json_out:
         ui.emit_json({"run_id": exp.run_id, "bundle": str(exp.bundle), "model_uri": exp.model_uri})
         return
-    ui.stdout().print(f"bundle {exp.bundle}", soft_wrap=True)
+    ui.result(f"bundle {exp.bundle}")
     ui.info(f"MLflow model {exp.model_uri}; evaluate it with: vvho evaluate {exp.bundle}")
 
 

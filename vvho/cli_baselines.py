@@ -226,15 +226,12 @@ def baseline(
     cols, rows = summary_rows(report)
     ui.print_table(cols, rows, title=f"{sc.id} on {backend}: evaluation over {cfg.eval_episodes} x "
                    f"{cfg.steps_per_eval} fresh windows", wide=wide)
-    out = ui.stdout()
-    out.print(f"tuning windows spent: {report.outcome.windows:,}"
+    ui.result(f"tuning windows spent: {report.outcome.windows:,}"
               + (f" (+{report.outcome.resumed_windows:,} by an earlier attempt of this study)"
                  if report.outcome.resumed_windows else "")
               + f" of {budget:,}; hyperparameters: {spec.config_dict() or 'none'} ({hp_info['source']}"
-              + (f", sweep cost {hp_info['sweep_windows']:,} windows)" if "sweep_windows" in hp_info else ")"),
-              soft_wrap=True, highlight=False, markup=False)
-    out.print(f"final settings (changed from the start settings): {changed or 'none'}", soft_wrap=True,
-              highlight=False, markup=False)
+              + (f", sweep cost {hp_info['sweep_windows']:,} windows)" if "sweep_windows" in hp_info else ")"))
+    ui.result(f"final settings (changed from the start settings): {changed or 'none'}")
     if report.beats_oracle:
         ui.warn("this method beat the best-known reference on these seeds: best-known is the best setting a "
                 "search found, not a limit; re-run its search with more seeds (benchmarks/tuner_quality.py)")

@@ -152,12 +152,11 @@ def promote_cmd(
     if json_out:
         ui.emit_json(dataclasses.asdict(res))
         raise typer.Exit(code=code)
-    ui.stdout().print(f"{res.verdict}: baseline {res.baseline} windows, canary {res.canary} windows; mean objective "
-               f"improvement {res.improvement:.3f} (95% CI {res.ci_low:.3f} .. {res.ci_high:.3f}); p99 "
-               f"{res.p99_baseline_us / 1000:.1f} -> {res.p99_canary_us / 1000:.1f} ms; rollbacks {res.rollbacks}",
-                      soft_wrap=True, highlight=False, markup=False)
+    ui.result(f"{res.verdict}: baseline {res.baseline} windows, canary {res.canary} windows; mean objective "
+              f"improvement {res.improvement:.3f} (95% CI {res.ci_low:.3f} .. {res.ci_high:.3f}); p99 "
+              f"{res.p99_baseline_us / 1000:.1f} -> {res.p99_canary_us / 1000:.1f} ms; rollbacks {res.rollbacks}")
     for why in res.reasons:
-        ui.stdout().print(f"  {why}", soft_wrap=True, highlight=False, markup=False)
+        ui.result(f"  {why}")
     raise typer.Exit(code=code)
 
 
@@ -178,14 +177,12 @@ def status_cmd(
     if json_out:
         ui.emit_json(s)
         return
-    out = ui.stdout()
     for run in s["runs"]:
-        out.print(f"run {run['time']}: {run['mode']}{' (dry run)' if run['dry_run'] else ''}, bundle "
-                  f"{run['bundle']} ({run['sha256']})", soft_wrap=True, highlight=False, markup=False)
+        ui.result(f"run {run['time']}: {run['mode']}{' (dry run)' if run['dry_run'] else ''}, bundle "
+                  f"{run['bundle']} ({run['sha256']})")
     for stop in s["stops"]:
-        out.print(f"stop {stop['time']}: {stop['reason']}, {'kept' if stop['kept'] else 'restored'} settings"
-                  + (f", error: {stop['error']}" if stop["error"] else ""), soft_wrap=True, highlight=False,
-                  markup=False)
+        ui.result(f"stop {stop['time']}: {stop['reason']}, {'kept' if stop['kept'] else 'restored'} settings"
+                  + (f", error: {stop['error']}" if stop["error"] else ""))
     ui.print_table([ui.Col("", "id"), ui.Col("windows"), ui.Col("mean J"), ui.Col("pooled p99 ms"),
                     ui.Col("degraded")],
                    [[f"{name} the first change", ui.fmt(s[name]["windows"], ".0f"), ui.fmt(s[name]["objective"]),
@@ -193,10 +190,9 @@ def status_cmd(
                     for name in ("before", "after")], wide=wide)
     ui.print_table([ui.Col("guard verdict", "id"), ui.Col("times")], [[k, str(n)] for k, n in s["guards"].items()],
                    wide=wide)
-    out.print(f"{s['decisions']} decisions, {len(s['changes'])} changes applied, {s['rollbacks']} rollbacks, "
-              f"{s['faults']} faults", highlight=False)
+    ui.result(f"{s['decisions']} decisions, {len(s['changes'])} changes applied, {s['rollbacks']} rollbacks, "
+              f"{s['faults']} faults")
     for c in s["changes"]:
-        out.print(f"  {c['time']} {'ROLLBACK ' if c['rollback'] else ''}{c['applied']}", soft_wrap=True,
-                  highlight=False, markup=False)
+        ui.result(f"  {c['time']} {'ROLLBACK ' if c['rollback'] else ''}{c['applied']}")
     if plot is not None:
-        out.print(f"plot: {s['plot']}", soft_wrap=True, highlight=False, markup=False)
+        ui.result(f"plot: {s['plot']}")

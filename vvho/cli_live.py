@@ -71,15 +71,15 @@ def up(
         ui.emit_json({"domain": domain, "type": state.domain_type, "vcpus": state.vcpus, "boot_s": state.boot_s,
                       "port": state.port})
         return
-    ui.stdout().print(f"{domain} up ({state.domain_type}, {state.vcpus} vCPU) in {state.boot_s:.1f} s; "
-                      f"service on 127.0.0.1:{state.port}", soft_wrap=True, highlight=False)
+    ui.result(f"{domain} up ({state.domain_type}, {state.vcpus} vCPU) in {state.boot_s:.1f} s; "
+              f"service on 127.0.0.1:{state.port}")
 
 
 @testbed_app.command()
 def down(uri: str = URI, domain: str = DOMAIN) -> None:
     """Destroy and undefine the project's guest (libvirtd keeps running); never a domain it did not create."""
     existed = tb.down(uri, domain)
-    ui.stdout().print(f"{domain} {'destroyed' if existed else 'was not defined'}", soft_wrap=True, highlight=False)
+    ui.result(f"{domain} {'destroyed' if existed else 'was not defined'}")
 
 
 @testbed_app.command()
@@ -201,7 +201,7 @@ def _restored(json_out: bool, message: str, settings: dict[str, Any]) -> None:
     if json_out:
         ui.emit_json({"message": message, "settings": settings})
         return
-    ui.stdout().print(message, soft_wrap=True, highlight=False, markup=False)
+    ui.result(message)
     if settings:
         ui.print_table([ui.Col("knob", "id"), ui.Col("value", "id")], [[k, repr(v)] for k, v in settings.items()])
 

@@ -96,8 +96,7 @@ def show_cmd(run_id: Annotated[str, typer.Argument(help="run id or a unique pref
     if json_out:
         ui.emit_json({**_record(r), "tags": r.tags, "params": r.params, "metrics": r.metrics})
         return
-    out = ui.stdout()
-    out.print(f"run {r.run_id}  {r.name}", soft_wrap=True, markup=False)
+    ui.result(f"run {r.run_id}  {r.name}")
     facts = [("experiment", r.experiment), ("state", r.state), ("method", r.method), ("scenario", r.scenario),
              ("seed", r.tags.get("seed", "")), ("started", time.strftime("%Y-%m-%d %H:%M:%S",
                                                                            time.localtime(r.started))),

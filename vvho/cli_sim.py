@@ -10,7 +10,7 @@ import typer
 from vvho import ui
 from vvho.options import int_option
 from vvho_env import knobs
-from vvho_env.scenarios import DEFAULT_SCENARIO, load_scenario
+from vvho_env.scenarios import DEFAULT_SCENARIO, Scenario, load_scenario
 from vvho_env.types import Telemetry
 
 MAX_STEPS = 1_000_000  # about 70 hours of simulated 0.25 s windows: enough for any look at the telemetry
@@ -33,7 +33,7 @@ def _json_row(step: int, phase: str, tel: Telemetry, j: float) -> dict[str, Any]
     return {"step": step, "phase": phase, **d, "objective": j}
 
 
-def simulate_rows(scenario: str, settings: dict[str, Any], steps: int, seed: int,
+def simulate_rows(scenario: str | Scenario, settings: dict[str, Any], steps: int, seed: int,
                   progress: ui.Progress | None = None) -> list[tuple[int, str, Telemetry, float]]:
     from vvho_env.objective import objective_for
     from vvho_env.sim.backend import SimBackend
@@ -72,7 +72,7 @@ def simulate(
     sc = load_scenario(scenario)
     settings = dict(knobs.parse_assignment(a) for a in knob or [])
     with ui.Progress("simulate", steps) as bar:
-        rows = simulate_rows(scenario, settings, steps, seed, None if json_out else bar)
+        rows = simulate_rows(sc, settings, steps, seed, None if json_out else bar)
     if json_out:
         ui.emit_json({"scenario": sc.id, "slo_us": sc.slo_us, "host_profile": sc.host_profile,
                       "settings": settings, "steps": [_json_row(*r) for r in rows]})

@@ -61,6 +61,11 @@ def stderr() -> Console:
     return Console(file=_Stamped(), highlight=False)  # type: ignore[arg-type]
 
 
+def result(text: str) -> None:
+    """A line of results on stdout, as given: no markup, no highlighting, not wrapped (paths and ids stay whole)."""
+    stdout().print(text, soft_wrap=True, markup=False)
+
+
 def note(message: str) -> None:
     stderr().print(f"[dim]{escape(message)}[/dim]", soft_wrap=True)
 
