@@ -199,7 +199,8 @@ def print_table(cols: Sequence[Col], rows: Sequence[Sequence[str]], title: str |
                          overflow="fold")
         for r in rows:
             t.add_row(*(escape(r[i]) for i in idx))
-        con.print(t)
+        span = sum(widths[i] + 2 for i in idx)  # a key column and one more that alone exceed the width
+        (con if span <= con.width else Console(highlight=False, width=span + 2, file=con.file)).print(t)
     if len(parts) > 1:
         note(f"split into {len(parts)} tables to fit {con.width} columns; --wide prints one")
 
