@@ -148,7 +148,12 @@ class PolicyBundle:
         """Actions for one observation (shape (obs_size,)) or a batch (shape (n, obs_size))."""
         x = np.asarray(obs)
         single = x.ndim == 1
-        batch = self.normalise(x.reshape(1, -1) if single else x)
+        action = self.run(self.normalise(x.reshape(1, -1) if single else x))
+        return action[0] if single else action
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Actions for a batch of normalised observations (shape (n, obs_size)): the graph, clipped to the
+        action bounds."""
         if batch.shape[1] != self.obs_size:
             raise BundleError(f"observation has {batch.shape[1]} features; the bundle expects {self.obs_size}")
         feeds: dict[str, np.ndarray] = {"obs": batch}
@@ -162,5 +167,4 @@ class PolicyBundle:
             self._episode_start = np.zeros(batch.shape[0], dtype=np.float32)
         else:
             (action,) = self.session.run(["action"], feeds)
-        action = np.clip(action, self._low, self._high)
-        return action[0] if single else action
+        return np.clip(action, self._low, self._high)

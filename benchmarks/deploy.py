@@ -90,11 +90,13 @@ def decision_latency(bundle: Path, n: int) -> None:
     guards = Guards(Limits.model_validate({"min_interval_s": 0}), names, current)
     objective = objective_for(policy.scenario)
     stream = telemetry_stream(n + 200)
-    times, cpu, obs_seen = [], [], []
+    times, cpu, obs_seen, stages = [], [], [], []
+    stamps: list[int] = []
     for i, tel in enumerate(stream):
         j = objective(tel)
+        stamps.clear()
         t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-        d, _, _, obs = decide(policy, guards, tel, j, current)
+        d, _, _, obs = decide(policy, guards, tel, j, current, stamps)
         t1, c1 = time.perf_counter_ns(), time.thread_time_ns()
         if d.target is not None:  # as if applied: the guards' state moves on as on a host
             current = d.target
@@ -104,6 +106,7 @@ def decision_latency(bundle: Path, n: int) -> None:
         if i >= 200:  # warm-up: onnxruntime's first runs allocate
             times.append((t1 - t0) / 1000.0)
             cpu.append((c1 - c0) / 1000.0)
+            stages.append(np.diff([t0, *stamps, t1]) / 1000.0)
             obs_seen.append(policy.bundle.normalise(obs))
     sess = policy.bundle.session
     ref = []
@@ -118,6 +121,14 @@ def decision_latency(bundle: Path, n: int) -> None:
           f"target p99 <= {TARGET_P99_US:.0f} us: {'PASS' if p99 <= TARGET_P99_US else 'MISS'}")
     c50, c99 = np.percentile(cpu, [50, 99])
     print(f"  of which CPU time of the thread: p50 {c50:.0f} us, p99 {c99:.0f} us (the rest is waiting for a CPU)")
+    st = np.array(stages)  # columns: entry, observation, graph, decode, guards, exit
+    parts = {"observation (features, history, previous action, normalisation)": st[:, 1],
+             "policy graph (session.run, action clip)": st[:, 2], "decode (action -> settings)": st[:, 3],
+             "guards": st[:, 4], "rest (priority system calls, call overhead)": st[:, 0] + st[:, 5]}
+    print(f"  {'breakdown (us)':<70}{'mean':>7}{'p50':>7}{'p99':>7}")
+    for name, v in parts.items():
+        m50, m99 = np.percentile(v, [50, 99])
+        print(f"    {name:<68}{v.mean():7.1f}{m50:7.1f}{m99:7.1f}")
     print(f"reference, onnxruntime session.run alone (normal priority): p99 {r99:.0f} us; decision / session.run "
           f"p99 = {p99 / r99:.2f}")
     print("modules loaded:", json.dumps({m: m in sys.modules for m in ("torch", "stable_baselines3", "numba")}))

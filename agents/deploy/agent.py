@@ -47,17 +47,36 @@ class StepResult:
 
 
 def decide(policy: DeployedPolicy, guards: Guards, tel: Telemetry | None, objective: float | None,
-           current: Settings) -> tuple[Decision, np.ndarray, Settings, np.ndarray | None]:
+           current: Settings, stamps: list[int] | None = None
+           ) -> tuple[Decision, np.ndarray, Settings, np.ndarray | None]:
     """Telemetry in, guarded action out: (decision, proposed position, proposed settings, observation).
     What the decision latency target (benchmarks/deploy.py) times. It runs at the probe's priority
-    (SCHED_FIFO where allowed): a control step of ~0.1 ms must not wait for the load it is managing."""
+    (SCHED_FIFO where allowed): a control step of ~0.1 ms must not wait for the load it is managing.
+
+    With `stamps`, time.perf_counter_ns() is appended at the start and after each stage (observation with
+    its normalisation, the policy's graph, the decoding, the guards): the benchmark's breakdown."""
+
+    def mark() -> None:
+        if stamps is not None:
+            stamps.append(time.perf_counter_ns())
+
     with rt_section():
-        obs = policy.observe(tel) if tel is not None else None
-        if obs is not None:
-            position, proposed = policy.propose(obs)
-        else:
-            position, proposed = policy.position, {n: current[n] for n in policy.knob_names}
-        return guards.decide(tel, objective, current, policy.position, position, proposed), position, proposed, obs
+        mark()
+        if tel is not None:
+            obs = policy.observe(tel)
+            x = policy.normalised(obs)
+            mark()
+            action = policy.bundle.run(x)
+            mark()
+            position, proposed = policy.decode(action)
+            mark()
+        else:  # nothing to observe: the proposal is what the host holds
+            obs, position, proposed = None, policy.position, {n: current[n] for n in policy.knob_names}
+            for _ in range(3):  # the stages it skipped, so that every call leaves as many stamps
+                mark()
+        d = guards.decide(tel, objective, current, policy.position, position, proposed)
+        mark()
+        return d, position, proposed, obs
 
 
 class HostAgent:

@@ -55,14 +55,19 @@ class DeployedPolicy:
         self.bundle.reset()
 
     def observe(self, tel: Telemetry) -> np.ndarray:
+        """The observation of this window (as the env builds it, before the bundle's normalisation)."""
         self._windows.append(window_features(tel, self.codec.ref_rps))
         self._windows = self._windows[-self.codec.history:]
         return self.codec.observe(self._windows, self.position)
 
-    def propose(self, obs: np.ndarray) -> tuple[np.ndarray, Settings]:
-        """The policy's next position on the [-1, 1] scales and the settings it decodes to."""
-        action = self.bundle.act(obs)
-        settings, position = self.codec.decode(action, self.position)
+    def normalised(self, obs: np.ndarray) -> np.ndarray:
+        """The graph's input for one observation: shape (1, obs_size), the bundle's normalisation applied."""
+        return self.bundle.normalise(obs.reshape(1, -1))
+
+    def decode(self, action: np.ndarray) -> tuple[np.ndarray, Settings]:
+        """The policy's next position on the [-1, 1] scales and the settings it decodes to, from the graph's
+        output for one observation (shape (1, n_knobs))."""
+        settings, position = self.codec.decode(action[0], self.position)
         return position, settings
 
     def moved_to(self, position: np.ndarray) -> None:
