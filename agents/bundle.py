@@ -112,6 +112,10 @@ class PolicyBundle:
         self._low = np.asarray(m["action_low"], dtype=np.float32)
         self._high = np.asarray(m["action_high"], dtype=np.float32)
         self.recurrent = m.get("recurrent") is not None
+        # the graph's input for one observation and the float64 work space of its normalisation, reused by
+        # every call of normalise_one (a host agent normalises one observation per interval)
+        self._one = np.zeros((1, self.obs_size), dtype=np.float32)
+        self._one64 = np.zeros(self.obs_size, dtype=np.float64)
         self._state: tuple[np.ndarray, np.ndarray] | None = None
         self._episode_start = np.ones(1, dtype=np.float32)
 
@@ -144,6 +148,19 @@ class PolicyBundle:
             return x.astype(np.float32)
         return np.clip((x - self._mean) / self._std, -self._clip, self._clip).astype(np.float32)
 
+    def normalise_one(self, obs: np.ndarray) -> np.ndarray:
+        """normalise() of one observation (shape (obs_size,)) as the graph's input (shape (1, obs_size)), in
+        a buffer this bundle reuses: valid until the next call. The same values as normalise()."""
+        if self._mean is None or self._std is None:
+            self._one[0] = obs
+            return self._one
+        x = self._one64
+        np.subtract(obs, self._mean, out=x)
+        np.divide(x, self._std, out=x)
+        np.minimum(np.maximum(x, -self._clip, out=x), self._clip, out=x)  # np.clip's checks cost more
+        self._one[0] = x
+        return self._one
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions for one observation (shape (obs_size,)) or a batch (shape (n, obs_size))."""
         x = np.asarray(obs)
@@ -167,4 +184,5 @@ class PolicyBundle:
             self._episode_start = np.zeros(batch.shape[0], dtype=np.float32)
         else:
             (action,) = self.session.run(["action"], feeds)
-        return np.clip(action, self._low, self._high)
+        # in place (the graph's output is a new array): np.clip's Python-level checks cost more than the clip
+        return np.minimum(np.maximum(action, self._low, out=action), self._high, out=action)
