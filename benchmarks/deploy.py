@@ -79,6 +79,7 @@ def decision_latency(bundle: Path, n: int) -> None:
     from agents.deploy.limits import Limits
     from agents.deploy.policy import DeployedPolicy
     from vvho_env import knobs
+    from vvho_env.live.probe import rt_section
     from vvho_env.objective import objective_for
     from vvho_env.types import Capabilities
 
@@ -92,22 +93,23 @@ def decision_latency(bundle: Path, n: int) -> None:
     stream = telemetry_stream(n + 200)
     times, cpu, obs_seen, stages = [], [], [], []
     stamps: list[int] = []
-    for i, tel in enumerate(stream):
-        j = objective(tel)
-        stamps.clear()
-        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-        d, _, _, obs = decide(policy, guards, tel, j, current, stamps)
-        t1, c1 = time.perf_counter_ns(), time.thread_time_ns()
-        if d.target is not None:  # as if applied: the guards' state moves on as on a host
-            current = d.target
-            guards.applied(d.rollback)
-        if d.position is not None:
-            policy.moved_to(d.position)
-        if i >= 200:  # warm-up: onnxruntime's first runs allocate
-            times.append((t1 - t0) / 1000.0)
-            cpu.append((c1 - c0) / 1000.0)
-            stages.append(np.diff([t0, *stamps, t1]) / 1000.0)
-            obs_seen.append(policy.bundle.normalise(obs))
+    with rt_section():  # the priority HostAgent.run holds around its loop, decisions included
+        for i, tel in enumerate(stream):
+            j = objective(tel)
+            stamps.clear()
+            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+            d, _, _, obs = decide(policy, guards, tel, j, current, stamps)
+            t1, c1 = time.perf_counter_ns(), time.thread_time_ns()
+            if d.target is not None:  # as if applied: the guards' state moves on as on a host
+                current = d.target
+                guards.applied(d.rollback)
+            if d.position is not None:
+                policy.moved_to(d.position)
+            if i >= 200:  # warm-up: onnxruntime's first runs allocate
+                times.append((t1 - t0) / 1000.0)
+                cpu.append((c1 - c0) / 1000.0)
+                stages.append(np.diff([t0, *stamps, t1]) / 1000.0)
+                obs_seen.append(policy.bundle.normalise(obs))
     sess = policy.bundle.session
     ref = []
     for x in obs_seen:
@@ -124,7 +126,7 @@ def decision_latency(bundle: Path, n: int) -> None:
     st = np.array(stages)  # columns: entry, observation, graph, decode, guards, exit
     parts = {"observation (features, history, previous action, normalisation)": st[:, 1],
              "policy graph (session.run, action clip)": st[:, 2], "decode (action -> settings)": st[:, 3],
-             "guards": st[:, 4], "rest (priority system calls, call overhead)": st[:, 0] + st[:, 5]}
+             "guards": st[:, 4], "rest (calls between the stages)": st[:, 0] + st[:, 5]}
     print(f"  {'breakdown (us)':<70}{'mean':>7}{'p50':>7}{'p99':>7}")
     for name, v in parts.items():
         m50, m99 = np.percentile(v, [50, 99])
