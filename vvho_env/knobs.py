@@ -379,6 +379,10 @@ class KnobSpace:
         if not all(map(math.isfinite, xs)):
             for n, v in zip(self.names, xs, strict=True):
                 get(n).from_unit(v)  # raises, naming the first knob whose coordinate is not finite
+        return self.decode_finite(xs)
+
+    def decode_finite(self, xs: Sequence[float]) -> Settings:
+        """decode() of a point its caller has checked: one finite float per knob."""
         return {n: f(v) for n, f, v in zip(self.names, self._decoders, xs, strict=True)}
 
     def round(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
