@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +75,18 @@ def telemetry_stream(n: int, seed: int = 0) -> list:
     return out
 
 
+def _outcome(d: Any) -> str:
+    """What a decision did: the guard that held or blocked it, a rollback, a judged change, or a change."""
+    if d.rollback:
+        return "rollback"
+    held = next((v.guard for v in d.verdicts if v.verdict in ("hold", "block")), None)
+    if held:
+        return f"{held} hold"
+    judged = any(v.guard == "regression" for v in d.verdicts)
+    kind = "change" if d.target is not None else "no change"
+    return f"{kind} (after judging the last)" if judged else kind
+
+
 def decision_latency(bundle: Path, n: int) -> None:
     from agents.deploy.agent import decide
     from agents.deploy.guards import Guards
@@ -88,13 +102,18 @@ def decision_latency(bundle: Path, n: int) -> None:
     current = {k: knobs.get(k).default for k in names}
     policy = DeployedPolicy(bundle, Capabilities(frozenset(names), frozenset(), False))
     policy.start(current)
-    guards = Guards(Limits.model_validate({"min_interval_s": 0}), names, current)
+    # the guards' clock moves one interval per window, as on a host: with the wall clock of this loop (5000
+    # windows in ~1 s) the first rollback's cool-down (120 s) would hold every later decision, the cheapest path
+    now = [0.0]
+    guards = Guards(Limits.model_validate({"min_interval_s": 0}), names, current, clock=lambda: now[0])
     objective = objective_for(policy.scenario)
     stream = telemetry_stream(n + 200)
     times, cpu, obs_seen, stages = [], [], [], []
+    outcomes: Counter[str] = Counter()
     stamps: list[int] = []
     with rt_section():  # the priority HostAgent.run holds around its loop, decisions included
         for i, tel in enumerate(stream):
+            now[0] = i * policy.scenario.interval_s
             j = objective(tel)
             stamps.clear()
             t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
@@ -109,6 +128,7 @@ def decision_latency(bundle: Path, n: int) -> None:
                 times.append((t1 - t0) / 1000.0)
                 cpu.append((c1 - c0) / 1000.0)
                 stages.append(np.diff([t0, *stamps, t1]) / 1000.0)
+                outcomes[_outcome(d)] += 1
                 obs_seen.append(policy.bundle.normalise(obs))
     sess = policy.bundle.session
     ref = []
@@ -131,6 +151,7 @@ def decision_latency(bundle: Path, n: int) -> None:
     for name, v in parts.items():
         m50, m99 = np.percentile(v, [50, 99])
         print(f"    {name:<68}{v.mean():7.1f}{m50:7.1f}{m99:7.1f}")
+    print("  decisions by outcome: " + ", ".join(f"{k} {v}" for k, v in outcomes.most_common()))
     print(f"reference, onnxruntime session.run alone (normal priority): p99 {r99:.0f} us; decision / session.run "
           f"p99 = {p99 / r99:.2f}")
     print("modules loaded:", json.dumps({m: m in sys.modules for m in ("torch", "stable_baselines3", "numba")}))

@@ -27,7 +27,7 @@ import numpy as np
 
 from agents.deploy.limits import Limits
 from vvho_env import knobs
-from vvho_env.histogram import N_BUCKETS, percentiles_ns
+from vvho_env.histogram import N_BUCKETS, percentile_ns
 from vvho_env.knobs import SPECIAL_BAND
 from vvho_env.types import Settings, Status, Telemetry
 
@@ -105,7 +105,7 @@ class RegressionWatch:
         for _, t in windows:
             if t.histogram is not None:
                 hist += t.histogram
-        return float(percentiles_ns(hist, (99.0,))[0] / 1000.0) if hist.any() else math.nan
+        return percentile_ns(hist, 99.0) / 1000.0 if hist.any() else math.nan
 
     def _good_p99(self) -> float:
         """_p99 of the last good windows, computed again only when they changed (a change is judged
