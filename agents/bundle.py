@@ -116,6 +116,8 @@ class PolicyBundle:
         # every call of normalise_one (a host agent normalises one observation per interval)
         self._one = np.zeros((1, self.obs_size), dtype=np.float32)
         self._one64 = np.zeros(self.obs_size, dtype=np.float64)
+        self._clip_low = np.full(self.obs_size, -self._clip)  # ufuncs take arrays faster than Python floats
+        self._clip_high = np.full(self.obs_size, self._clip)
         self._state: tuple[np.ndarray, np.ndarray] | None = None
         self._episode_start = np.ones(1, dtype=np.float32)
 
@@ -157,7 +159,7 @@ class PolicyBundle:
         x = self._one64
         np.subtract(obs, self._mean, out=x)
         np.divide(x, self._std, out=x)
-        np.minimum(np.maximum(x, -self._clip, out=x), self._clip, out=x)  # np.clip's checks cost more
+        np.minimum(np.maximum(x, self._clip_low, out=x), self._clip_high, out=x)  # np.clip's checks cost more
         self._one[0] = x
         return self._one
 

@@ -125,7 +125,7 @@ class Codec:
             step = self.delta_step
             xs = [min(1.0, max(-1.0, p + v * step)) for p, v in zip(np.asarray(position).tolist(), xs, strict=True)]
         pos = np.array(xs, dtype=np.float32)  # settings follow the float32 position the observation shows
-        return self.space.decode_finite(pos.tolist()), pos
+        return self.space.decode_checked(pos.tolist()), pos
 
     def encode(self, settings: Mapping[str, KnobValue]) -> np.ndarray:
         return self.space.encode(settings).astype(np.float32)

@@ -127,27 +127,27 @@ class Knob:
 
     @functools.cached_property
     def decoder(self) -> Callable[[float], KnobValue]:
-        """from_unit for a finite x, specialised to this knob once: the host agent decodes every
-        interval, and the kind, scale and special points need not be looked up again each time."""
+        """from_unit for an x already in [-1, 1], specialised to this knob once: the host agent decodes
+        every interval, and the kind, scale and special points need not be looked up again each time."""
         if self.kind in ("categorical", "bool"):
             choices, n = self.choices, len(self.choices)
 
             def categorical(x: float) -> KnobValue:
-                x = min(1.0, max(-1.0, x))
                 return choices[min(n - 1, int((x + 1.0) / 2.0 * n))]
 
             return categorical
         off, unlimited, low, high = self.off, self.unlimited, self.low, self.high
-        off_below, unlimited_above = -1.0 + SPECIAL_BAND, 1.0 - SPECIAL_BAND
+        # no x in [-1, 1] is below -inf or above +inf: a knob without the special point never takes it
+        off_below = -1.0 + SPECIAL_BAND if off is not None else -math.inf
+        unlimited_above = 1.0 - SPECIAL_BAND if unlimited is not None else math.inf
         lo_x, hi_x, a, b = self._scale
         width, log, integer, exp = hi_x - lo_x, self.scale == "log", self.kind == "int", math.exp
 
         def numeric(x: float) -> KnobValue:
-            x = min(1.0, max(-1.0, x))
-            if off is not None and x < off_below:
-                return off
-            if unlimited is not None and x > unlimited_above:
-                return unlimited
+            if x < off_below:
+                return off  # type: ignore[return-value]  # not None: off_below is -inf otherwise
+            if x > unlimited_above:
+                return unlimited  # type: ignore[return-value]
             u = (x - lo_x) / width
             val = exp(a + u * b) if log else a + u * b
             val = min(high, max(low, val))
@@ -159,7 +159,7 @@ class Knob:
         """Map x in [-1, 1] to a knob value (x is clipped; NaN is rejected)."""
         if not math.isfinite(x):
             raise KnobError(f"knob {self.name!r}: action {x!r} is not finite; accepted: a number in [-1, 1]")
-        return self.decoder(x)
+        return self.decoder(min(1.0, max(-1.0, x)))
 
     def to_unit(self, value: KnobValue) -> float:
         """Map a knob value to [-1, 1] (the inverse of from_unit up to rounding)."""
@@ -379,10 +379,10 @@ class KnobSpace:
         if not all(map(math.isfinite, xs)):
             for n, v in zip(self.names, xs, strict=True):
                 get(n).from_unit(v)  # raises, naming the first knob whose coordinate is not finite
-        return self.decode_finite(xs)
+        return self.decode_checked([min(1.0, max(-1.0, v)) for v in xs])
 
-    def decode_finite(self, xs: Sequence[float]) -> Settings:
-        """decode() of a point its caller has checked: one finite float per knob."""
+    def decode_checked(self, xs: Sequence[float]) -> Settings:
+        """decode() of a point its caller has checked and clipped: one float in [-1, 1] per knob."""
         return {n: f(v) for n, f, v in zip(self.names, self._decoders, xs, strict=True)}
 
     def round(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
