@@ -108,7 +108,7 @@ class RegressionWatch:
         for _, t in windows:
             if t.histogram is not None:
                 hist += t.histogram
-        return percentile_ns(hist, 99.0) / 1000.0 if hist.any() else math.nan
+        return percentile_ns(hist, 99.0) / 1000.0  # NaN when no window has a request
 
     def _good_p99(self) -> float:
         """_p99 of the last good windows, computed again only when they changed (a change is judged
