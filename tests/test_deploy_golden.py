@@ -101,14 +101,6 @@ def _stream(n: int) -> list[Telemetry | None]:
     return out
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def _decisions_digest(tmp_path: Path, mode: str) -> str:
     bundle = _bundle(tmp_path / mode, mode)
     policy = DeployedPolicy(bundle, Capabilities(frozenset(NAMES), frozenset(), False))
@@ -121,12 +113,12 @@ def _decisions_digest(tmp_path: Path, mode: str) -> str:
                   "busy_poll_us": {"allow": [0], "high": 50}, "vcpu_sched_policy": {"allow": ["other"]}},
         "max_step": 0.3, "min_interval_s": 4, "kill_switch": str(kill),
         "rollback": {"windows": 2, "objective_margin": 0.1, "p99_margin": 0.1, "cooldown_s": 5}})
-    clock = Clock()
-    guards = Guards(limits, NAMES, current, policy.bundle.manifest["knob_bounds"], clock=clock)
+    now = [0.0]  # one interval per window, as on a host
+    guards = Guards(limits, NAMES, current, policy.bundle.manifest["knob_bounds"], clock=lambda: now[0])
     objective = objective_for(policy.scenario)
     out: list[str] = []
     for i, tel in enumerate(_stream(240)):
-        clock.t = float(i)
+        now[0] = float(i)
         if i in (100, 160):
             kill.touch()
         if i in (104, 163):
