@@ -3,8 +3,11 @@ RSS of a running `vvho deploy` <= 150 MB. Prints each figure, its target, and a 
 reference measured in the same run:
 
 - decision latency: agents.deploy.agent.decide (the window's features, the observation, the bundle's
-  normalisation and ONNX graph, the action's decoding, every guard) over N windows of telemetry, against
-  the bare onnxruntime session.run of the same graph on the same observations;
+  normalisation and ONNX graph, the action's decoding, every guard) over N windows of telemetry, at the
+  priority HostAgent.run holds and with the guards' clock moving one interval per window as on a host,
+  against the bare onnxruntime session.run of the same graph on the same observations; with the time
+  of each stage (observation, graph, decode, guards, the rest) and how many decisions took each outcome
+  (held by a guard, rolled back, changed), since the guards' paths differ in cost;
 - RSS: the peak RSS of `vvho deploy --mode shadow` running against the testbed for a few intervals,
   against a bare interpreter that imports numpy and onnxruntime (the least a host needs to run a bundle).
 
