@@ -155,6 +155,11 @@ class Knob:
 
         return numeric
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without the cached decoder (a closure; rebuilt on first use), so that knobs and the
+        spaces holding them still cross process boundaries."""
+        return {k: v for k, v in self.__dict__.items() if k != "decoder"}
+
     def from_unit(self, x: float) -> KnobValue:
         """Map x in [-1, 1] to a knob value (x is clipped; NaN is rejected)."""
         if not math.isfinite(x):
@@ -369,6 +374,9 @@ class KnobSpace:
     @functools.cached_property
     def _decoders(self) -> tuple[Callable[[float], KnobValue], ...]:
         return tuple(k.decoder for k in self.knobs)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_decoders"}  # as Knob: closures are rebuilt
 
     def decode(self, x: Sequence[float] | np.ndarray) -> Settings:
         """The applied settings of a point (each coordinate clipped to [-1, 1] and rounded)."""
