@@ -100,7 +100,7 @@ class RegressionWatch:
         self.k, self.obj_margin, self.p99_margin = windows, objective_margin, p99_margin
         self.good: list[tuple[float, Telemetry]] = []
         self.probation: list[tuple[float, Telemetry]] | None = None
-        self._good_cache: tuple[tuple[Telemetry, ...], float] | None = None
+        self._good_cache: tuple[tuple[Telemetry, ...], float, float] | None = None
 
     @staticmethod
     def _p99(windows: Sequence[tuple[float, Telemetry]]) -> float:
@@ -110,14 +110,14 @@ class RegressionWatch:
                 hist += t.histogram
         return percentile_ns(hist, 99.0) / 1000.0  # NaN when no window has a request
 
-    def _good_p99(self) -> float:
-        """_p99 of the last good windows, computed again only when they changed (a change is judged
-        against the same good windows until one is accepted)."""
+    def _good_summary(self) -> tuple[float, float]:
+        """Mean objective and pooled p99 of the last good windows, computed again only when they changed
+        (after a rollback, the next change is judged against the same good windows)."""
         key = tuple(t for _, t in self.good)  # the windows themselves: held, so never mistaken for others
         if self._good_cache is None or len(key) != len(self._good_cache[0]) or any(
                 a is not b for a, b in zip(key, self._good_cache[0], strict=True)):
-            self._good_cache = (key, self._p99(self.good))
-        return self._good_cache[1]
+            self._good_cache = (key, self._mean([j for j, _ in self.good]), self._p99(self.good))
+        return self._good_cache[1], self._good_cache[2]
 
     @staticmethod
     def _mean(values: Sequence[float]) -> float:
@@ -138,15 +138,14 @@ class RegressionWatch:
         if not self.good:
             self.good = new
             return "accept: no windows of the previous settings to compare with"
-        j_old, j_new = self._mean([j for j, _ in self.good]), self._mean([j for j, _ in new])
-        p_old, p_new = self._good_p99(), self._p99(new)
+        (j_old, p_old), j_new, p_new = self._good_summary(), self._mean([j for j, _ in new]), self._p99(new)
         worse_j = j_new > j_old + self.obj_margin * max(j_old, 0.1)
         worse_p = math.isfinite(p_old) and math.isfinite(p_new) and p_new > p_old * (1.0 + self.p99_margin)
         summary = (f"objective {j_new:.3f} vs {j_old:.3f}, p99 {p_new / 1000:.1f} vs {p_old / 1000:.1f} ms over "
                    f"{len(new)} vs {len(self.good)} windows")
         if worse_j or worse_p:
             return f"rollback: {summary}"
-        self.good, self._good_cache = new, (tuple(t for _, t in new), p_new)
+        self.good, self._good_cache = new, (tuple(t for _, t in new), j_new, p_new)
         return f"accept: {summary}"
 
     def on_probation(self) -> int | None:
