@@ -100,7 +100,7 @@ class RegressionWatch:
         self.k, self.obj_margin, self.p99_margin = windows, objective_margin, p99_margin
         self.good: list[tuple[float, Telemetry]] = []
         self.probation: list[tuple[float, Telemetry]] | None = None
-        self._good_cache: tuple[tuple[Telemetry, ...], float, float] | None = None
+        self._good_cache: tuple[tuple[tuple[float, Telemetry], ...], float, float] | None = None
 
     @staticmethod
     def _p99(windows: Sequence[tuple[float, Telemetry]]) -> float:
@@ -113,9 +113,10 @@ class RegressionWatch:
     def _good_summary(self) -> tuple[float, float]:
         """Mean objective and pooled p99 of the last good windows, computed again only when they changed
         (after a rollback, the next change is judged against the same good windows)."""
-        key = tuple(t for _, t in self.good)  # the windows themselves: held, so never mistaken for others
+        # the windows themselves (held, so never mistaken for others) and their objectives
+        key = tuple(self.good)
         if self._good_cache is None or len(key) != len(self._good_cache[0]) or any(
-                a is not b for a, b in zip(key, self._good_cache[0], strict=True)):
+                ja != jb or ta is not tb for (ja, ta), (jb, tb) in zip(key, self._good_cache[0], strict=True)):
             self._good_cache = (key, self._mean([j for j, _ in self.good]), self._p99(self.good))
         return self._good_cache[1], self._good_cache[2]
 
@@ -145,7 +146,7 @@ class RegressionWatch:
                    f"{len(new)} vs {len(self.good)} windows")
         if worse_j or worse_p:
             return f"rollback: {summary}"
-        self.good, self._good_cache = new, (tuple(t for _, t in new), j_new, p_new)
+        self.good, self._good_cache = new, (tuple(new), j_new, p_new)
         return f"accept: {summary}"
 
     def on_probation(self) -> int | None:
