@@ -112,6 +112,12 @@ class PolicyBundle:
         self._low = np.asarray(m["action_low"], dtype=np.float32)
         self._high = np.asarray(m["action_high"], dtype=np.float32)
         self.recurrent = m.get("recurrent") is not None
+        # the graph's input for one observation and the float64 work space of its normalisation, reused by
+        # every call of normalise_one (a host agent normalises one observation per interval)
+        self._one = np.zeros((1, self.obs_size), dtype=np.float32)
+        self._one64 = np.zeros(self.obs_size, dtype=np.float64)
+        self._clip_low = np.full(self.obs_size, -self._clip)  # ufuncs take arrays faster than Python floats
+        self._clip_high = np.full(self.obs_size, self._clip)
         self._state: tuple[np.ndarray, np.ndarray] | None = None
         self._episode_start = np.ones(1, dtype=np.float32)
 
@@ -144,11 +150,29 @@ class PolicyBundle:
             return x.astype(np.float32)
         return np.clip((x - self._mean) / self._std, -self._clip, self._clip).astype(np.float32)
 
+    def normalise_one(self, obs: np.ndarray) -> np.ndarray:
+        """normalise() of one observation (shape (obs_size,)) as the graph's input (shape (1, obs_size)), in
+        a buffer this bundle reuses: valid until the next call. The same values as normalise()."""
+        if self._mean is None or self._std is None:
+            self._one[0] = obs
+            return self._one
+        x = self._one64
+        np.subtract(obs, self._mean, out=x)
+        np.divide(x, self._std, out=x)
+        np.minimum(np.maximum(x, self._clip_low, out=x), self._clip_high, out=x)  # np.clip's checks cost more
+        self._one[0] = x
+        return self._one
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions for one observation (shape (obs_size,)) or a batch (shape (n, obs_size))."""
         x = np.asarray(obs)
         single = x.ndim == 1
-        batch = self.normalise(x.reshape(1, -1) if single else x)
+        action = self.run(self.normalise(x.reshape(1, -1) if single else x))
+        return action[0] if single else action
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Actions for a batch of normalised observations (shape (n, obs_size)): the graph, clipped to the
+        action bounds."""
         if batch.shape[1] != self.obs_size:
             raise BundleError(f"observation has {batch.shape[1]} features; the bundle expects {self.obs_size}")
         feeds: dict[str, np.ndarray] = {"obs": batch}
@@ -162,5 +186,5 @@ class PolicyBundle:
             self._episode_start = np.zeros(batch.shape[0], dtype=np.float32)
         else:
             (action,) = self.session.run(["action"], feeds)
-        action = np.clip(action, self._low, self._high)
-        return action[0] if single else action
+        # in place (the graph's output is a new array): np.clip's Python-level checks cost more than the clip
+        return np.minimum(np.maximum(action, self._low, out=action), self._high, out=action)

@@ -3,8 +3,11 @@ RSS of a running `vvho deploy` <= 150 MB. Prints each figure, its target, and a 
 reference measured in the same run:
 
 - decision latency: agents.deploy.agent.decide (the window's features, the observation, the bundle's
-  normalisation and ONNX graph, the action's decoding, every guard) over N windows of telemetry, against
-  the bare onnxruntime session.run of the same graph on the same observations;
+  normalisation and ONNX graph, the action's decoding, every guard) over N windows of telemetry, at the
+  priority HostAgent.run holds and with the guards' clock moving one interval per window as on a host,
+  against the bare onnxruntime session.run of the same graph on the same observations; with the time
+  of each stage (observation, graph, decode, guards, the rest) and how many decisions took each outcome
+  (held by a guard, rolled back, changed), since the guards' paths differ in cost;
 - RSS: the peak RSS of `vvho deploy --mode shadow` running against the testbed for a few intervals,
   against a bare interpreter that imports numpy and onnxruntime (the least a host needs to run a bundle).
 
@@ -23,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,12 +78,25 @@ def telemetry_stream(n: int, seed: int = 0) -> list:
     return out
 
 
+def _outcome(d: Any) -> str:
+    """What a decision did: the guard that held or blocked it, a rollback, a judged change, or a change."""
+    if d.rollback:
+        return "rollback"
+    held = next((v.guard for v in d.verdicts if v.verdict in ("hold", "block")), None)
+    if held:
+        return f"{held} hold"
+    judged = any(v.guard == "regression" for v in d.verdicts)
+    kind = "change" if d.target is not None else "no change"
+    return f"{kind} (after judging the last)" if judged else kind
+
+
 def decision_latency(bundle: Path, n: int) -> None:
     from agents.deploy.agent import decide
     from agents.deploy.guards import Guards
     from agents.deploy.limits import Limits
     from agents.deploy.policy import DeployedPolicy
     from vvho_env import knobs
+    from vvho_env.live.probe import rt_section
     from vvho_env.objective import objective_for
     from vvho_env.types import Capabilities
 
@@ -87,24 +105,34 @@ def decision_latency(bundle: Path, n: int) -> None:
     current = {k: knobs.get(k).default for k in names}
     policy = DeployedPolicy(bundle, Capabilities(frozenset(names), frozenset(), False))
     policy.start(current)
-    guards = Guards(Limits.model_validate({"min_interval_s": 0}), names, current)
+    # the guards' clock moves one interval per window, as on a host: with the wall clock of this loop (5000
+    # windows in ~1 s) the first rollback's cool-down (120 s) would hold every later decision, the cheapest path
+    now = [0.0]
+    guards = Guards(Limits.model_validate({"min_interval_s": 0}), names, current, clock=lambda: now[0])
     objective = objective_for(policy.scenario)
     stream = telemetry_stream(n + 200)
-    times, cpu, obs_seen = [], [], []
-    for i, tel in enumerate(stream):
-        j = objective(tel)
-        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-        d, _, _, obs = decide(policy, guards, tel, j, current)
-        t1, c1 = time.perf_counter_ns(), time.thread_time_ns()
-        if d.target is not None:  # as if applied: the guards' state moves on as on a host
-            current = d.target
-            guards.applied(d.rollback)
-        if d.position is not None:
-            policy.moved_to(d.position)
-        if i >= 200:  # warm-up: onnxruntime's first runs allocate
-            times.append((t1 - t0) / 1000.0)
-            cpu.append((c1 - c0) / 1000.0)
-            obs_seen.append(policy.bundle.normalise(obs))
+    times, cpu, obs_seen, stages = [], [], [], []
+    outcomes: Counter[str] = Counter()
+    stamps: list[int] = []
+    with rt_section():  # the priority HostAgent.run holds around its loop, decisions included
+        for i, tel in enumerate(stream):
+            now[0] = i * policy.scenario.interval_s
+            j = objective(tel)
+            stamps.clear()
+            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+            d, _, _, obs = decide(policy, guards, tel, j, current, stamps)
+            t1, c1 = time.perf_counter_ns(), time.thread_time_ns()
+            if d.target is not None:  # as if applied: the guards' state moves on as on a host
+                current = d.target
+                guards.applied(d.rollback)
+            if d.position is not None:
+                policy.moved_to(d.position)
+            if i >= 200:  # warm-up: onnxruntime's first runs allocate
+                times.append((t1 - t0) / 1000.0)
+                cpu.append((c1 - c0) / 1000.0)
+                stages.append(np.diff([t0, *stamps, t1]) / 1000.0)
+                outcomes[_outcome(d)] += 1
+                obs_seen.append(policy.bundle.normalise(obs))
     sess = policy.bundle.session
     ref = []
     for x in obs_seen:
@@ -118,6 +146,15 @@ def decision_latency(bundle: Path, n: int) -> None:
           f"target p99 <= {TARGET_P99_US:.0f} us: {'PASS' if p99 <= TARGET_P99_US else 'MISS'}")
     c50, c99 = np.percentile(cpu, [50, 99])
     print(f"  of which CPU time of the thread: p50 {c50:.0f} us, p99 {c99:.0f} us (the rest is waiting for a CPU)")
+    st = np.array(stages)  # columns: entry, observation, graph, decode, guards, exit
+    parts = {"observation (features, history, previous action, normalisation)": st[:, 1],
+             "policy graph (session.run, action clip)": st[:, 2], "decode (action -> settings)": st[:, 3],
+             "guards": st[:, 4], "rest (calls between the stages)": st[:, 0] + st[:, 5]}
+    print(f"  {'breakdown (us)':<70}{'mean':>7}{'p50':>7}{'p99':>7}")
+    for name, v in parts.items():
+        m50, m99 = np.percentile(v, [50, 99])
+        print(f"    {name:<68}{v.mean():7.1f}{m50:7.1f}{m99:7.1f}")
+    print("  decisions by outcome: " + ", ".join(f"{k} {v}" for k, v in outcomes.most_common()))
     print(f"reference, onnxruntime session.run alone (normal priority): p99 {r99:.0f} us; decision / session.run "
           f"p99 = {p99 / r99:.2f}")
     print("modules loaded:", json.dumps({m: m in sys.modules for m in ("torch", "stable_baselines3", "numba")}))

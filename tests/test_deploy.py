@@ -18,7 +18,7 @@ import pytest
 from agents.bundle import BundleError, PolicyBundle
 from agents.deploy.audit import AuditLog, read_log
 from agents.deploy.gate import gate
-from agents.deploy.guards import Guards
+from agents.deploy.guards import Guards, RegressionWatch
 from agents.deploy.limits import Limits, LimitsError, load_limits
 from agents.static_bundle import static_bundle
 from vvho_env import knobs
@@ -149,6 +149,24 @@ def _decision(mode: str, j: float, p99_us: float, applied: dict | None = None, r
     hist = {int(b): int(h.counts[b]) for b in np.flatnonzero(h.counts)}
     return {"event": "decision", "mode": mode, "objective": j, "applied": applied, "rollback": rollback,
             "window": {"p99_us": p99_us, "requests": 100, "status": "ok", "histogram": hist}}
+
+
+def test_the_regression_watch_judges_against_the_good_windows_it_holds_now() -> None:
+    """Its figures of the good windows are kept between judgements: they must follow those windows, even
+    when the same telemetry object comes back with another objective."""
+    w, tel = RegressionWatch(2, 0.1, 10.0), _tel(5000)
+    w.window(1.0, tel)
+    w.window(1.0, tel)
+    w.changed()
+    w.window(1.05, tel)
+    assert (w.window(1.05, tel) or "").startswith("accept: objective 1.050 vs 1.000")
+    w.changed()
+    w.window(2.0, tel)
+    assert (w.window(2.0, tel) or "").startswith("rollback: objective 2.000 vs 1.050")
+    w.window(0.5, tel)  # not on probation: the good windows slide to 1.05, 0.5
+    w.changed()
+    w.window(0.8, tel)
+    assert (w.window(0.8, tel) or "").startswith("accept: objective 0.800 vs 0.775")
 
 
 def test_the_gate_promotes_only_a_clear_measured_improvement() -> None:

@@ -98,3 +98,19 @@ def test_batch_percentiles_one_row_per_histogram() -> None:
         np.testing.assert_allclose(out[i], np.percentile(rows[i], qs, method="inverted_cdf"), rtol=0.01)
     assert np.isnan(out[2]).all(), "an empty row is NaN without disturbing the others"
     assert out[1, 0] > out[0, 0] * 50
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.0, 1.0, 50.0, 99.0, 99.9, 100.0]), st.integers(0, 3))
+def test_one_histogram_percentile_is_the_batch_rule_bit_for_bit(seed: int, q: float, shape: int) -> None:
+    rng = np.random.default_rng(seed)
+    counts = np.zeros(h.N_BUCKETS, dtype=np.int64)
+    if shape == 1:  # a few sparse buckets
+        counts[rng.integers(0, h.N_BUCKETS, 5)] = rng.integers(1, 4, 5)
+    elif shape == 2:  # one bucket
+        counts[rng.integers(0, h.N_BUCKETS)] = rng.integers(1, 10**6)
+    elif shape == 3:  # dense
+        counts[:] = rng.integers(0, 1000, h.N_BUCKETS)
+    want = h.percentiles_ns(counts, (q,))[0]
+    got = h.percentile_ns(counts, q)
+    assert (math.isnan(want) and math.isnan(got)) or got == want

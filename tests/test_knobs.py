@@ -231,3 +231,16 @@ def test_knob_space_rejects_unknown_names() -> None:
     assert len(knobs.KnobSpace(("vcpu_quota", "halt_poll_ns"))) == 2
     with pytest.raises(KnobError, match="nope"):
         knobs.KnobSpace(("vcpu_quota", "nope"))
+
+
+def test_knobs_and_spaces_still_pickle_after_decoding() -> None:
+    """Their cached decoders are closures: left out of the pickle (tuners and envs cross processes)."""
+    import pickle
+
+    space = knobs.KnobSpace(knobs.KNOB_NAMES)
+    x = [0.3] * len(space)
+    want = space.decode(x)
+    again = pickle.loads(pickle.dumps(space))
+    assert again == space and again.decode(x) == want
+    knob = pickle.loads(pickle.dumps(knobs.get("vcpu_quota")))
+    assert knob.from_unit(0.3) == knobs.get("vcpu_quota").from_unit(0.3)

@@ -63,6 +63,18 @@ def percentiles_ns(counts: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
     return out if np.ndim(counts) == 2 else out[0]
 
 
+def percentile_ns(counts: np.ndarray, q: float) -> float:
+    """percentiles_ns(counts, (q,))[0] for one histogram, bit for bit, in a few numpy calls instead of
+    its 2-D machinery (the host agent's regression guard pools a few windows per judgement)."""
+    cum = np.cumsum(counts, dtype=np.int64)
+    total = int(cum[-1])
+    if total <= 0:
+        return math.nan
+    rank = max(math.ceil(q / 100.0 * total), 1)
+    idx = int(np.searchsorted(cum, rank, side="left"))  # counts >= 0: cum is sorted, so = (cum < rank).sum()
+    return float(bucket_value_ns(np.array([min(idx, N_BUCKETS - 1)]))[0])
+
+
 class LogHistogram:
     """A growing histogram for one measurement window (used by the live probe)."""
 

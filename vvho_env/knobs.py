@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -125,23 +125,46 @@ class Knob:
             return lo_x, hi_x, math.log(self.low), math.log(self.high) - math.log(self.low)
         return lo_x, hi_x, self.low, self.high - self.low
 
+    @functools.cached_property
+    def decoder(self) -> Callable[[float], KnobValue]:
+        """from_unit for an x already in [-1, 1], specialised to this knob once: the host agent decodes
+        every interval, and the kind, scale and special points need not be looked up again each time."""
+        if self.kind in ("categorical", "bool"):
+            choices, n = self.choices, len(self.choices)
+
+            def categorical(x: float) -> KnobValue:
+                return choices[min(n - 1, int((x + 1.0) / 2.0 * n))]
+
+            return categorical
+        off, unlimited, low, high = self.off, self.unlimited, self.low, self.high
+        # no x in [-1, 1] is below -inf or above +inf: a knob without the special point never takes it
+        off_below = -1.0 + SPECIAL_BAND if off is not None else -math.inf
+        unlimited_above = 1.0 - SPECIAL_BAND if unlimited is not None else math.inf
+        lo_x, hi_x, a, b = self._scale
+        width, log, integer, exp = hi_x - lo_x, self.scale == "log", self.kind == "int", math.exp
+
+        def numeric(x: float) -> KnobValue:
+            if x < off_below:
+                return off  # type: ignore[return-value]  # not None: off_below is -inf otherwise
+            if x > unlimited_above:
+                return unlimited  # type: ignore[return-value]
+            u = (x - lo_x) / width
+            val = exp(a + u * b) if log else a + u * b
+            val = min(high, max(low, val))
+            return round(val) if integer else val
+
+        return numeric
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without the cached decoder (a closure; rebuilt on first use), so that knobs and the
+        spaces holding them still cross process boundaries."""
+        return {k: v for k, v in self.__dict__.items() if k != "decoder"}
+
     def from_unit(self, x: float) -> KnobValue:
         """Map x in [-1, 1] to a knob value (x is clipped; NaN is rejected)."""
         if not math.isfinite(x):
             raise KnobError(f"knob {self.name!r}: action {x!r} is not finite; accepted: a number in [-1, 1]")
-        x = min(1.0, max(-1.0, x))
-        if self.kind in ("categorical", "bool"):
-            n = len(self.choices)
-            return self.choices[min(n - 1, int((x + 1.0) / 2.0 * n))]
-        if self.off is not None and x < -1.0 + SPECIAL_BAND:
-            return self.off
-        if self.unlimited is not None and x > 1.0 - SPECIAL_BAND:
-            return self.unlimited
-        lo_x, hi_x, a, b = self._scale
-        u = (x - lo_x) / (hi_x - lo_x)
-        val = math.exp(a + u * b) if self.scale == "log" else a + u * b
-        val = min(self.high, max(self.low, val))
-        return round(val) if self.kind == "int" else val
+        return self.decoder(min(1.0, max(-1.0, x)))
 
     def to_unit(self, value: KnobValue) -> float:
         """Map a knob value to [-1, 1] (the inverse of from_unit up to rounding)."""
@@ -348,9 +371,27 @@ class KnobSpace:
         """The point of `settings` (which must name every knob of the space)."""
         return np.array([get(n).to_unit(settings[n]) for n in self.names], dtype=np.float64)
 
+    @functools.cached_property
+    def _decoders(self) -> tuple[Callable[[float], KnobValue], ...]:
+        return tuple(k.decoder for k in self.knobs)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_decoders"}  # as Knob: closures are rebuilt
+
     def decode(self, x: Sequence[float] | np.ndarray) -> Settings:
         """The applied settings of a point (each coordinate clipped to [-1, 1] and rounded)."""
-        return {n: get(n).from_unit(float(v)) for n, v in zip(self.names, x, strict=True)}
+        xs = x.tolist() if isinstance(x, np.ndarray) and x.dtype.kind == "f" else [float(v) for v in x]
+        if len(xs) != len(self.names):
+            raise KnobError(f"a point of {len(xs)} coordinates for the {len(self.names)} knobs {self.names}; "
+                            "accepted: one coordinate per knob")
+        if not all(map(math.isfinite, xs)):
+            for n, v in zip(self.names, xs, strict=True):
+                get(n).from_unit(v)  # raises, naming the first knob whose coordinate is not finite
+        return self.decode_checked([min(1.0, max(-1.0, v)) for v in xs])
+
+    def decode_checked(self, xs: Sequence[float]) -> Settings:
+        """decode() of a point its caller has checked and clipped: one float in [-1, 1] per knob."""
+        return {n: f(v) for n, f, v in zip(self.names, self._decoders, xs, strict=True)}
 
     def round(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
         """The point of the settings that `x` applies (idempotent)."""

@@ -47,17 +47,37 @@ class StepResult:
 
 
 def decide(policy: DeployedPolicy, guards: Guards, tel: Telemetry | None, objective: float | None,
-           current: Settings) -> tuple[Decision, np.ndarray, Settings, np.ndarray | None]:
+           current: Settings, stamps: list[int] | None = None
+           ) -> tuple[Decision, np.ndarray, Settings, np.ndarray | None]:
     """Telemetry in, guarded action out: (decision, proposed position, proposed settings, observation).
-    What the decision latency target (benchmarks/deploy.py) times. It runs at the probe's priority
-    (SCHED_FIFO where allowed): a control step of ~0.1 ms must not wait for the load it is managing."""
-    with rt_section():
-        obs = policy.observe(tel) if tel is not None else None
-        if obs is not None:
-            position, proposed = policy.propose(obs)
-        else:
-            position, proposed = policy.position, {n: current[n] for n in policy.knob_names}
-        return guards.decide(tel, objective, current, policy.position, position, proposed), position, proposed, obs
+    What the decision latency target (benchmarks/deploy.py) times. It runs at its caller's priority:
+    HostAgent.run holds the probe's (SCHED_FIFO where allowed) for the whole run, so that a control step
+    of ~0.1 ms does not wait for the load it is managing, without two system calls per decision.
+    The observation is the policy's buffer: valid until its next observe().
+
+    With `stamps`, time.perf_counter_ns() is appended at the start and after each stage (observation with
+    its normalisation, the policy's graph, the decoding, the guards): the benchmark's breakdown."""
+
+    def mark() -> None:
+        if stamps is not None:
+            stamps.append(time.perf_counter_ns())
+
+    mark()
+    if tel is not None:
+        obs = policy.observe(tel)
+        x = policy.normalised(obs)
+        mark()
+        action = policy.bundle.run(x)
+        mark()
+        position, proposed = policy.decode(action)
+        mark()
+    else:  # nothing to observe: the proposal is what the host holds
+        obs, position, proposed = None, policy.position, {n: current[n] for n in policy.knob_names}
+        for _ in range(3):  # the stages it skipped, so that every call leaves as many stamps
+            mark()
+    d = guards.decide(tel, objective, current, policy.position, position, proposed)
+    mark()
+    return d, position, proposed, obs
 
 
 class HostAgent:
@@ -146,12 +166,16 @@ class HostAgent:
                          change_cost=change_cost(self.original, self.current), decision_us=decision_s * 1e6)
 
     def run(self, bundle: str, intervals: int | None = None) -> int:
-        """Run until stopped or for `intervals` windows; returns the windows run."""
+        """Run until stopped or for `intervals` windows; returns the windows run. The loop holds the probe's
+        priority (rt_section: SCHED_FIFO where the kernel's RT limit is in force), which the probe's windows
+        hold anyway, so that decisions need no system calls of their own; it ends with the loop (or the
+        thread: a kill leaves no scheduling class behind), and threads started meanwhile do not inherit it."""
         self._record_start(bundle)
         n = 0
-        while not self.stop.is_set() and (intervals is None or n < intervals):
-            self.step()
-            n += 1
+        with rt_section():
+            while not self.stop.is_set() and (intervals is None or n < intervals):
+                self.step()
+                n += 1
         return n
 
     def finish(self, keep: bool, reason: str) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from agents.deploy.limits import Limits
 from vvho_env import knobs
-from vvho_env.histogram import N_BUCKETS, percentiles_ns
+from vvho_env.histogram import N_BUCKETS, percentile_ns
 from vvho_env.knobs import SPECIAL_BAND
 from vvho_env.types import Settings, Status, Telemetry
 
@@ -81,8 +81,14 @@ class Allowed:
         if allowed(k.unlimited):
             self.spans.append((1.0 - SPECIAL_BAND + 1e-6, 1.0))
 
+    def contains(self, x: float) -> bool:
+        for a, b in self.spans:  # noqa: SIM110 (any() over a generator costs ~3x this loop; checked per decision)
+            if a <= x <= b:
+                return True
+        return False
+
     def clamp(self, x: float) -> float:
-        if any(a <= x <= b for a, b in self.spans):
+        if self.contains(x):
             return x
         return min((min(max(x, a), b) for a, b in self.spans), key=lambda y: abs(y - x))
 
@@ -94,6 +100,7 @@ class RegressionWatch:
         self.k, self.obj_margin, self.p99_margin = windows, objective_margin, p99_margin
         self.good: list[tuple[float, Telemetry]] = []
         self.probation: list[tuple[float, Telemetry]] | None = None
+        self._good_cache: tuple[tuple[tuple[float, Telemetry], ...], float, float] | None = None
 
     @staticmethod
     def _p99(windows: Sequence[tuple[float, Telemetry]]) -> float:
@@ -101,7 +108,23 @@ class RegressionWatch:
         for _, t in windows:
             if t.histogram is not None:
                 hist += t.histogram
-        return float(percentiles_ns(hist, (99.0,))[0] / 1000.0) if hist.any() else math.nan
+        return percentile_ns(hist, 99.0) / 1000.0  # NaN when no window has a request
+
+    def _good_summary(self) -> tuple[float, float]:
+        """Mean objective and pooled p99 of the last good windows, computed again only when they changed
+        (after a rollback, the next change is judged against the same good windows)."""
+        # the windows themselves (held, so never mistaken for others) and their objectives
+        key = tuple(self.good)
+        if self._good_cache is None or len(key) != len(self._good_cache[0]) or any(
+                ja != jb or ta is not tb for (ja, ta), (jb, tb) in zip(key, self._good_cache[0], strict=True)):
+            self._good_cache = (key, self._mean([j for j, _ in self.good]), self._p99(self.good))
+        return self._good_cache[1], self._good_cache[2]
+
+    @staticmethod
+    def _mean(values: Sequence[float]) -> float:
+        """np.mean of a few floats, bit for bit (the same pairwise sum, then the division), without its
+        Python-level wrapper."""
+        return float(np.add.reduce(np.asarray(values, dtype=np.float64))) / len(values)
 
     def window(self, objective: float, tel: Telemetry) -> str | None:
         """Record a window; returns 'rollback: why' or 'accept: ...' when a change was judged."""
@@ -116,15 +139,14 @@ class RegressionWatch:
         if not self.good:
             self.good = new
             return "accept: no windows of the previous settings to compare with"
-        j_old, j_new = float(np.mean([j for j, _ in self.good])), float(np.mean([j for j, _ in new]))
-        p_old, p_new = self._p99(self.good), self._p99(new)
+        (j_old, p_old), j_new, p_new = self._good_summary(), self._mean([j for j, _ in new]), self._p99(new)
         worse_j = j_new > j_old + self.obj_margin * max(j_old, 0.1)
         worse_p = math.isfinite(p_old) and math.isfinite(p_new) and p_new > p_old * (1.0 + self.p99_margin)
         summary = (f"objective {j_new:.3f} vs {j_old:.3f}, p99 {p_new / 1000:.1f} vs {p_old / 1000:.1f} ms over "
                    f"{len(new)} vs {len(self.good)} windows")
         if worse_j or worse_p:
             return f"rollback: {summary}"
-        self.good = new
+        self.good, self._good_cache = new, (tuple(new), j_new, p_new)
         return f"accept: {summary}"
 
     def on_probation(self) -> int | None:
@@ -144,16 +166,9 @@ class Guards:
         self.names = tuple(knob_names)
         self.clock = clock or time.monotonic
         self.allowed = [self._allowed(n, (manifest_bounds or {}).get(n)) for n in self.names]
-        # the spans as arrays (knob x span, NaN-padded), so that the usual case, every proposal inside its
-        # spans, is one vectorised test
-        width = max((len(a.spans) for a in self.allowed), default=1)
-        self._span_lo = np.full((len(self.names), width), np.nan)
-        self._span_hi = np.full((len(self.names), width), np.nan)
-        for i, a in enumerate(self.allowed):
-            for j, (lo, hi) in enumerate(a.spans):
-                self._span_lo[i, j], self._span_hi[i, j] = lo, hi
-        self.max_step = np.array([(limits.knobs[n].max_step if n in limits.knobs and limits.knobs[n].max_step
-                                   else limits.max_step) for n in self.names])
+        self.space = knobs.KnobSpace(self.names)
+        self.max_step = [lim.max_step if (lim := limits.knobs.get(n)) is not None and lim.max_step else limits.max_step
+                         for n in self.names]
         self.original = dict(original)
         self.good: Settings = dict(original)
         self.watch = RegressionWatch(limits.rollback.windows, limits.rollback.objective_margin,
@@ -194,7 +209,7 @@ class Guards:
             d.verdicts.append(Verdict("kill_switch", "block", f"{self.limits.kill_switch} exists: holding the "
                                       "settings found at start"))
             if back != held:
-                d.target, d.position = back, np.array(knobs.encode(back, self.names), dtype=np.float32)
+                d.target, d.position = back, self.space.encode(back).astype(np.float32)
             return d
         if self.killed:  # the switch was removed: start again from the settings found at start
             self.killed = False
@@ -207,7 +222,7 @@ class Guards:
                                           f"; back to the last good settings, cooling down "
                                           f"{self.limits.rollback.cooldown_s:g} s"))
                 d.target = {n: self.good[n] for n in self.names}
-                d.position = np.array(knobs.encode(d.target, self.names), dtype=np.float32)
+                d.position = self.space.encode(d.target).astype(np.float32)
                 d.rollback = True
                 return d
             if verdict:
@@ -225,34 +240,40 @@ class Guards:
             d.verdicts.append(Verdict("regression", "hold", f"judging the last change: {on} of {self.watch.k} "
                                       "windows"))
             return d
-        x = np.asarray(proposed, dtype=np.float64).copy()
+        # in Python floats (float64, as numpy computes): for a few knobs each numpy call costs more than the
+        # arithmetic, and the host agent decides every interval
+        arr = np.asarray(proposed)
+        x = arr.astype(np.float64).tolist()
+        asked = x if arr.dtype == np.float32 else arr.astype(np.float32).tolist()  # what the decoding saw
         clamped = []
-        inside = ((x[:, None] >= self._span_lo) & (x[:, None] <= self._span_hi)).any(axis=1)
-        for i in np.flatnonzero(~inside).tolist():  # only what lies outside every allowed span is clamped
-            a = self.allowed[i]
-            y = a.clamp(float(x[i]))
-            clamped.append(f"{self.names[i]} {a.knob.from_unit(float(x[i]))!r} -> {a.knob.from_unit(y)!r}")
-            x[i] = y
+        for i, a in enumerate(self.allowed):
+            if not a.contains(x[i]):  # only what lies outside every allowed span is clamped
+                y = a.clamp(x[i])
+                clamped.append(f"{self.names[i]} {a.knob.from_unit(x[i])!r} -> {a.knob.from_unit(y)!r}")
+                x[i] = y
         d.verdicts.append(Verdict("bounds", "clamp" if clamped else "pass", "; ".join(clamped)))
-        want = x - position
-        step = np.clip(want, -self.max_step, self.max_step)
-        stepped = [f"{self.names[i]} by {step[i]:+.2f} of {want[i]:+.2f}" for i in np.flatnonzero(step != want)]
-        x = (position + step).astype(np.float32)
+        held_at = np.asarray(position, dtype=np.float64).tolist()
+        want = [v - p for v, p in zip(x, held_at, strict=True)]
+        step = [min(m, max(-m, w)) for w, m in zip(want, self.max_step, strict=True)]
+        stepped = [f"{self.names[i]} by {step[i]:+.2f} of {want[i]:+.2f}" for i in range(len(step))
+                   if step[i] != want[i]]
+        moved = np.array([p + s for p, s in zip(held_at, step, strict=True)], dtype=np.float32)
         d.verdicts.append(Verdict("max_step", "clamp" if stepped else "pass", "; ".join(stepped)))
         # decode only the knobs the guards moved: the rest are as the policy's decoding already gave them
         target = dict(proposed_settings)
-        for j in np.flatnonzero(x != np.asarray(proposed, dtype=np.float32)).tolist():
-            target[self.names[j]] = self.allowed[j].knob.from_unit(float(x[j]))
+        for j, (v, was) in enumerate(zip(moved.tolist(), asked, strict=True)):
+            if v != was:
+                target[self.names[j]] = self.allowed[j].knob.from_unit(v)
         if target == held:
             d.verdicts.append(Verdict("change", "pass", "no knob changes value"))
-            d.position = x.astype(np.float32)  # the continuous position moves (delta actions accumulate)
+            d.position = moved  # the continuous position moves (delta actions accumulate)
             return d
         if now - self.last_change < self.limits.min_interval_s:
             d.verdicts.append(Verdict("rate", "hold", f"last change {now - self.last_change:.0f} s ago, minimum "
                                       f"{self.limits.min_interval_s:g} s"))
             return d
         d.verdicts.append(Verdict("rate", "pass"))
-        d.target, d.position = target, x.astype(np.float32)
+        d.target, d.position = target, moved
         return d
 
     def applied(self, rollback: bool) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.bundle import BundleError, PolicyBundle
-from vvho_env.env import FEATURES, Codec, window_features
+from vvho_env.env import FEATURES, Codec
 from vvho_env.scenarios import Scenario, load_scenario
 from vvho_env.types import Capabilities, Settings, Telemetry
 
@@ -45,24 +45,29 @@ class DeployedPolicy:
             raise BundleError(f"{where}: obs_size {self.bundle.obs_size} does not match {m['history']} windows x "
                               f"{len(FEATURES)} features + {len(self.knob_names)} knobs = {self.codec.obs_size}")
         self.sha256 = str(m["graph_sha256"])
-        self._windows: list[np.ndarray] = []
+        self._obs = np.zeros(self.codec.obs_size, dtype=np.float32)
         self.position = np.zeros(len(self.knob_names), dtype=np.float32)
 
     def start(self, settings: Settings) -> None:
         """A new run from the host's current settings (the previous action of the first observation)."""
         self.position = self.codec.encode(settings)
-        self._windows = []
+        self._obs[:] = 0.0
         self.bundle.reset()
 
     def observe(self, tel: Telemetry) -> np.ndarray:
-        self._windows.append(window_features(tel, self.codec.ref_rps))
-        self._windows = self._windows[-self.codec.history:]
-        return self.codec.observe(self._windows, self.position)
+        """The observation of this window (as the env builds it, before the bundle's normalisation), in a
+        buffer the policy moves on by one window each call: valid until the next call."""
+        return self.codec.advance(self._obs, tel, self.position)
 
-    def propose(self, obs: np.ndarray) -> tuple[np.ndarray, Settings]:
-        """The policy's next position on the [-1, 1] scales and the settings it decodes to."""
-        action = self.bundle.act(obs)
-        settings, position = self.codec.decode(action, self.position)
+    def normalised(self, obs: np.ndarray) -> np.ndarray:
+        """The graph's input for one observation: shape (1, obs_size), the bundle's normalisation applied
+        (in the bundle's buffer: valid until the next call)."""
+        return self.bundle.normalise_one(obs)
+
+    def decode(self, action: np.ndarray) -> tuple[np.ndarray, Settings]:
+        """The policy's next position on the [-1, 1] scales and the settings it decodes to, from the graph's
+        output for one observation (shape (1, n_knobs))."""
+        settings, position = self.codec.decode(action[0], self.position)
         return position, settings
 
     def moved_to(self, position: np.ndarray) -> None:

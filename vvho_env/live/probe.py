@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from vvho_env.histogram import LogHistogram
+from vvho_env.live.hostctl import rt_limit_in_force
 
 SPIN_BEFORE_DUE_S = 150e-6  # FIFO wake-ups here run late by <= 90 us at p99, nice -20 ones by ~120 us at p90
 PR_SET_TIMERSLACK = 29
@@ -277,13 +278,14 @@ def raise_priority(tid: int) -> str | None:
 
 @contextlib.contextmanager
 def rt_section() -> Iterator[None]:
-    """SCHED_FIFO PROBE_RT_PRIORITY for the calling SCHED_OTHER thread for the duration, in two system calls
-    (for short control steps: raised_priority's bookkeeping costs more than they do); unchanged where
-    the kernel refuses or the thread is not SCHED_OTHER."""
+    """SCHED_FIFO PROBE_RT_PRIORITY for the calling SCHED_OTHER thread for the duration (a host agent's whole
+    run), SCHED_RESET_ON_FORK so that threads and processes it starts begin at SCHED_OTHER; unchanged
+    where the kernel refuses, where its RT limit is not in force (a FIFO thread could then own a CPU) or
+    the thread is not SCHED_OTHER. A scheduling class belongs to the thread: a kill leaves nothing behind."""
     raised = False
-    if os.sched_getscheduler(0) == os.SCHED_OTHER:
+    if os.sched_getscheduler(0) == os.SCHED_OTHER and rt_limit_in_force():
         try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(PROBE_RT_PRIORITY))
+            os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(PROBE_RT_PRIORITY))
             raised = True
         except OSError:
             pass
