@@ -1,4 +1,5 @@
-"""The one objective: documented terms, additive violations, the clip for dead windows, change cost."""
+"""The one objective: documented terms, additive violations, the clip for dead windows, change cost, and
+no trap in overload (J falls monotonically as a starved VM gets the CPU it needs)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from vvho_env.objective import HEADROOM, LAT_CAP, LAT_CLIP, Objective, Objective
 from vvho_env.scenarios import load_scenario, mean_requests_per_window
 from vvho_env.types import Telemetry
 
-W = ObjectiveWeights(latency=1.5, violations=2.5, cpu=0.3, neighbour=0.7, change=1.2)
+W = ObjectiveWeights(latency=1.5, violations=2.5, unserved=4.5, cpu=0.3, neighbour=0.7, change=1.2)
 
 
 def tel(**kw: object) -> Telemetry:
@@ -46,6 +47,10 @@ def test_terms_follow_the_docstring_formula() -> None:
     slow = obj.terms(tel(p99_us=3000.0))
     assert slow["latency"] == pytest.approx(1.5 * (math.log(3000.0 / 1000.0) - math.log(HEADROOM)))
     assert terms["violations"] == pytest.approx(2.5 * 5 / 800.0)
+    assert terms["unserved"] == 0.0  # served everything offered
+    behind = obj.terms(tel(served_rps=3000.0))
+    assert behind["unserved"] == pytest.approx(4.5 * (4000.0 - 3000.0) * 0.25 / 800.0)
+    assert obj.terms(tel(served_rps=5000.0))["unserved"] == 0.0  # a draining backlog earns nothing
     assert terms["cpu"] == pytest.approx(0.3 * 1.2)
     assert terms["neighbour"] == pytest.approx(0.7 * 0.2)
     assert terms["change"] == pytest.approx(1.2 * 0.05)
@@ -96,16 +101,20 @@ def test_empty_window_with_offered_load_scores_the_clip() -> None:
     )
     terms = obj.terms(dead)
     assert terms["latency"] == pytest.approx(W.latency * LAT_CLIP)
-    assert terms["violations"] == pytest.approx(W.violations * 4000.0 * 0.25 / 1000.0)
-    # a dead window never scores better than any served window at the same CPU and neighbour cost
-    assert obj(dead) > obj(tel(p99_us=50_000.0, slo_violations=1000))
+    assert terms["violations"] == 0.0
+    assert terms["unserved"] == pytest.approx(W.unserved * 4000.0 * 0.25 / 1000.0)
+    # a dead window never scores better than any served window at the same offered load, CPU and
+    # neighbour cost, however late and partial its service
+    for served, viol in ((4000.0, 1000), (2000.0, 500), (400.0, 100)):
+        worst = tel(p99_us=1e9, requests=int(served * 0.25), served_rps=served, slo_violations=viol)
+        assert obj(dead) >= obj(worst)
 
 
 def test_idle_window_without_load_scores_only_costs() -> None:
     obj = Objective(weights=W, ref_requests=1000.0)
     idle = tel(requests=0, p99_us=math.nan, offered_rps=0.0, served_rps=0.0, slo_violations=0)
     terms = obj.terms(idle)
-    assert terms["latency"] == 0.0 and terms["violations"] == 0.0
+    assert terms["latency"] == 0.0 and terms["violations"] == 0.0 and terms["unserved"] == 0.0
     assert obj(idle) == pytest.approx(W.cpu * 1.2 + W.neighbour * 0.2)
 
 
@@ -151,3 +160,46 @@ def test_more_cpu_or_more_slowdown_costs_more() -> None:
     assert obj(replace(t, vm_cpu=2.0)) > obj(t)
     assert obj(replace(t, neighbour_slowdown=0.5)) > obj(t)
     assert obj(t, change=0.1) > obj(t)
+
+
+def test_default_unserved_weight_exceeds_the_violation_weight() -> None:
+    """Serving a request late instead of leaving it queued must lower J (module docstring)."""
+    w = ObjectiveWeights()
+    assert w.unserved > w.violations
+
+
+QUOTAS_US = (5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 55_000, 60_000, 70_000, 80_000, 100_000, -1)
+
+
+def test_objective_falls_monotonically_as_a_starved_vm_gets_quota() -> None:
+    """quota-tight-v0's high phase needs ~55% of each vCPU: sweep the per-vCPU quota from starving
+    (5 ms per 100 ms) to unlimited on common seeds. J must never rise with quota, and must fall
+    strictly while the VM is starved (served clearly below offered)."""
+    from vvho_env.sim.backend import BatchSim
+
+    sc = load_scenario("quota-tight-v0")
+    high = sc.model_copy(update={"phases": (sc.phases[1].model_copy(update={"intervals": 20}),)})
+    obj = objective_for(sc)
+    seeds = (1, 2, 3)
+    sim = BatchSim(len(QUOTAS_US) * len(seeds))
+    for i, q in enumerate(QUOTAS_US):
+        for j, s in enumerate(seeds):
+            sim.reset_env(i * len(seeds) + j, s, high, settings={"vcpu_quota": q})
+    for _ in range(2):
+        sim.run(high.interval_s)
+    total = [0.0] * sim.n
+    offered = [0.0] * sim.n
+    served = [0.0] * sim.n
+    for _ in range(12):
+        for k, t in enumerate(sim.run(high.interval_s)):
+            total[k] += obj(t)
+            offered[k] += t.offered_rps
+            served[k] += t.served_rps
+    n = len(seeds)
+    per = [sum(total[i * n:(i + 1) * n]) for i in range(len(QUOTAS_US))]
+    starved = [sum(served[i * n:(i + 1) * n]) < 0.98 * sum(offered[i * n:(i + 1) * n]) for i in range(len(QUOTAS_US))]
+    assert starved[0] and not starved[-1], "the sweep must span starved to sufficient"
+    for i in range(len(QUOTAS_US) - 1):
+        assert per[i + 1] <= per[i] + 1e-9, (QUOTAS_US[i], QUOTAS_US[i + 1], per)
+        if starved[i]:
+            assert per[i + 1] < per[i], (QUOTAS_US[i], QUOTAS_US[i + 1], per)
