@@ -96,7 +96,7 @@ class LogHistogram:
         return int(self.counts.sum())
 
     def percentile_us(self, q: float) -> float:
-        return float(percentiles_ns(self.counts, (q,))[0]) / 1000.0
+        return percentile_ns(self.counts, q) / 1000.0
 
     def reset(self) -> None:
         self.counts[:] = 0
