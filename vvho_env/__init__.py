@@ -11,7 +11,8 @@ from gymnasium.envs.registration import register, registry
 # old code. Key the cache folder on the source of every numba module instead.
 _NUMBA_SOURCES = ("histogram.py", "sim/engine.py", "sim/profiles.py")
 SIM_HASH = hashlib.sha256(
-    b"".join((Path(__file__).parent / f).read_bytes() for f in _NUMBA_SOURCES)
+    b"".join(p.read_bytes() for p in sorted((Path(__file__).parent / "sim").rglob("*.py")))
+    + b"".join((Path(__file__).parent / f).read_bytes() for f in ("histogram.py",))
 ).hexdigest()[:16]
 if "NUMBA_CACHE_DIR" not in os.environ:
     _cache = str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vvho" / "numba" / SIM_HASH)
