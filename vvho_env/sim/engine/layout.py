@@ -56,7 +56,8 @@ Scalar = IntEnum(
     "TRACE_N TRACE_ON NOW RR HK LIVELOCK",
     start=0,
 )
-SCALAR_SLOTS = 24  # len(Scalar) = 18 used + 6 spare, so that the offsets below keep the golden state bytes
+SCALAR_SLOTS = 24  # 18 used + 6 spare, so that the offsets below keep the golden state bytes
+assert len(Scalar) <= SCALAR_SLOTS, "Scalar outgrew its slots: raise SCALAR_SLOTS (and re-record the golden test)"
 # events: the next time of each source; then one per pCPU (its running segment ends), one per entity
 Ev = IntEnum("Ev", "ARR NIC TICK PERIOD RT OUTAGE DELAY MMPP", start=0)
 EV_CPU0 = len(Ev)
