@@ -33,7 +33,12 @@ QN = 16384  # ring capacity (requests in flight) per env
 TRACE_N = 4096
 
 # ------------------------------------------------------------------ prof: host-profile constants
-Prof: Any = IntEnum("Prof", [f.upper() for f in PROFILE_FIELDS], start=0)  # type: ignore[misc]
+def _computed_fields(name: str, names: list[str]) -> Any:
+    """An IntEnum numbered 0, 1, ... from names known only at import (typed Any: mypy cannot list them)."""
+    return IntEnum(name, names, start=0)
+
+
+Prof = _computed_fields("Prof", [f.upper() for f in PROFILE_FIELDS])
 
 # ------------------------------------------------------------------ cfg: knobs, then the scenario phase
 Cfg = IntEnum(
