@@ -14,6 +14,7 @@ import json
 import math
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -90,6 +91,13 @@ class Scenario(_Strict):
         default_factory=dict, description="host settings in force at episode start (else knob defaults)"
     )
     cpu_weight: float | None = Field(None, ge=0, description="objective CPU weight override (e.g. paid CPU)")
+    guest_spinlock: Literal["test_and_set", "queued", "paravirt"] = Field(
+        "test_and_set",
+        description="the guest kernel's spinlock: test_and_set (virt_spin_lock, a KVM guest without PV_UNHALT, "
+        "libvirt <pvspinlock state='off'/>), queued (native qspinlock in queue order: nopvspin or the "
+        "dedicated-pCPU hint), paravirt (pv qspinlock: a waiter halts after SPIN_THRESHOLD loops and the "
+        "unlocker kicks it; <pvspinlock state='on'/>)",
+    )
     phases: tuple[Phase, ...]
     randomise: Randomisation = Randomisation()
 

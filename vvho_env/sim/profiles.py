@@ -113,10 +113,25 @@ class HostProfile:
     # Service-time inflation at full neighbour load from shared LLC/memory bandwidth: 10-30% in
     # co-location studies (Mars et al., Bubble-Up, MICRO 2011; Lo et al., Heracles, ISCA 2015).
     llc_interference: float = 0.15
-    # -- pause-loop exiting ----------------------------------------------------------------------
+    # -- guest spinlocks and pause-loop exiting --------------------------------------------------
+    # Critical section of the guest kernel lock a lock-taking request holds (part of its work). Assumed,
+    # not fitted: kernel spinlock sections are short (of the order of a microsecond); what matters under
+    # overcommit is that a holder preempted inside one keeps the lock for a host time slice.
+    lock_hold_ns: float = 2000.0
     ple_yield_ns: float = 1500.0  # kvm_vcpu_on_spin: candidate scan + yield_to, on top of the exit
-    lock_spin_ns: float = 400.0  # mean spin of an uncontended-holder spinlock (holder running)
-    lock_hold_ns: float = 2000.0  # critical section left when a preempted holder runs again
+    # PLE window adaptation, KVM's kvm_intel module parameters (arch/x86/kvm/x86.h KVM_DEFAULT_PLE_WINDOW_GROW
+    # 2, KVM_DEFAULT_PLE_WINDOW_SHRINK 0 = reset to ple_window, KVM_VMX_DEFAULT_PLE_WINDOW_MAX UINT_MAX cycles)
+    ple_grow: float = 2.0
+    ple_shrink: float = 0.0
+    ple_window_max: float = 4294967295.0
+    # One iteration of a spin-wait loop (cpu_relax = PAUSE + a load): PAUSE takes ~140 cycles on Skylake
+    # and later, ~10 before (Intel 64 and IA-32 Optimization Reference Manual, "Pause latency in Skylake
+    # microarchitecture"); this profile is a Skylake-SP class Xeon.
+    pause_loop_cycles: float = 140.0
+    # Paravirtual spinlocks (kernel/locking/qspinlock_paravirt.h): a waiter spins SPIN_THRESHOLD loops
+    # (arch/x86/include/asm/qspinlock.h, 1 << 15) before it halts in kvm_wait and waits for the
+    # unlocker's KVM_HC_KICK_CPU (~1.9 ms of spinning at 140 cycles a loop and 2.4 GHz).
+    pv_spin_loops: float = 32768.0
     # -- RT throttling (Documentation/scheduler/sched-rt-group.rst defaults) --------------------
     rt_runtime_ns: float = 950e6
     rt_period_ns: float = 1000e6

@@ -14,7 +14,8 @@ What a request pays, in order (each a mechanism driven by the knobs, no penalty 
 
 One module per mechanism: ``scheduler`` (the core: pick, dispatch, wake-up, block), ``fair`` (EEVDF),
 ``rt`` (FIFO, RT throttling), ``bandwidth`` (CFS quota), ``idle`` (C-states, governor), ``polling``
-(busy poll, guest haltpoll, host halt-polling), ``spinlock`` (locks, PLE), ``network`` (virtio
+(busy poll, guest haltpoll, host halt-polling), ``spinlock`` (guest locks, PLE window), ``ple`` (pause-loop
+exits, directed yield, paravirtual halt and kick), ``network`` (virtio
 backends, coalescing), ``guest``, ``workload`` (arrivals, neighbours), ``topology`` (entities and
 placement), ``accounting`` (telemetry accumulators, trace) and ``loop`` (the event loop). Each module
 that a knob drives declares in ``KNOB_WRITERS`` how the knob is written into ``cfg``.
@@ -28,7 +29,7 @@ from types import ModuleType
 import numpy as np
 
 from vvho_env.knobs import KnobValue
-from vvho_env.sim.engine import bandwidth, fair, idle, network, polling, rt, spinlock, topology
+from vvho_env.sim.engine import bandwidth, fair, idle, network, ple, polling, rt, topology
 from vvho_env.sim.engine.layout import KnobWriter, new_state
 from vvho_env.sim.engine.loop import run_batch, run_until
 from vvho_env.sim.engine.rng import seed_rng
@@ -36,7 +37,7 @@ from vvho_env.sim.engine.topology import configure
 from vvho_env.sim.engine.workload import write_phase
 from vvho_env.sim.profiles import HostProfile
 
-KNOB_MODULES: tuple[ModuleType, ...] = (bandwidth, fair, idle, network, polling, rt, spinlock, topology)
+KNOB_MODULES: tuple[ModuleType, ...] = (bandwidth, fair, idle, network, ple, polling, rt, topology)
 
 
 def _gather(modules: tuple[ModuleType, ...]) -> dict[str, KnobWriter]:

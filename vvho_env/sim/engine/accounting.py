@@ -87,6 +87,8 @@ def charge(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, now: int) -> N
             X[OFF_ACC + Acc.VCPU_BUSY] += cpu_t
         if act == Act.BPOLL or act == Act.GPOLL or act == Act.HPOLL:
             X[OFF_ACC + Acc.VM_POLL] += progress
+        elif act == Act.SPIN:
+            X[OFF_ACC + Acc.LOCK_SPIN] += progress
 
 
 @jit

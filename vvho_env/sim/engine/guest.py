@@ -29,10 +29,11 @@ from vvho_env.sim.engine.layout import (
     ei,
 )
 from vvho_env.sim.engine.network import backend_push
+from vvho_env.sim.engine.ple import pause_exit_done, release_lock, spin_segment_done
 from vvho_env.sim.engine.polling import update_guest_window, update_host_window, vcpu_idle
 from vvho_env.sim.engine.runqueue import set_seg_end
-from vvho_env.sim.engine.scheduler import make_runnable, vcpu_block, yield_to
-from vvho_env.sim.engine.spinlock import lock_acquired, ple_exit, take_lock_then
+from vvho_env.sim.engine.scheduler import make_runnable, vcpu_block
+from vvho_env.sim.engine.spinlock import take_lock_then
 from vvho_env.sim.engine.vmx import entry_ns, exit_ns
 
 
@@ -89,7 +90,8 @@ def notify_vcpu(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg:
     if not tick:
         # 1. a vCPU polling on its pCPU finds the packet at once
         for e in range(nv):
-            if S[ei(e, Ent.STATE)] == St.RUNNING and S[ei(e, Ent.ACT)] in (Act.BPOLL, Act.GPOLL, Act.HPOLL):
+            if (S[ei(e, Ent.STATE)] == St.RUNNING and S[ei(e, Ent.ACT)] in (Act.BPOLL, Act.GPOLL, Act.HPOLL)
+                    and S[ei(e, Ent.LOCK_Q)] < 0):
                 target = e
                 break
         # 2. else wake a halted vCPU (round robin), so that idle vCPUs serve in parallel
@@ -97,7 +99,7 @@ def notify_vcpu(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg:
             S[Scalar.RR] = (S[Scalar.RR] + 1) % nv
             for k in range(nv):
                 e = (S[Scalar.RR] + k) % nv
-                if (S[ei(e, Ent.STATE)] == St.SLEEP and S[ei(e, Ent.SPIN_ON)] < 0
+                if (S[ei(e, Ent.STATE)] == St.SLEEP and S[ei(e, Ent.LOCK_Q)] < 0
                         and S[ei(e, Ent.ACT)] == Act.NONE):
                     target = e
                     break
@@ -127,7 +129,7 @@ def notify_vcpu(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg:
     act = S[ei(e, Ent.ACT)]
     if tick:
         S[ei(e, Ent.TICKS)] += 1
-    if st == St.RUNNING and act in (Act.BPOLL, Act.GPOLL, Act.HPOLL):
+    if st == St.RUNNING and act in (Act.BPOLL, Act.GPOLL, Act.HPOLL) and S[ei(e, Ent.LOCK_Q)] < 0:
         p = S[ei(e, Ent.CPU)]
         charge(S, X, cfg, p, now)
         if act == Act.HPOLL:
@@ -140,7 +142,7 @@ def notify_vcpu(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg:
         S[ei(e, Ent.ACT)] = Act.RESUME
         vcpu_next(S, X, T, R, cfg, prof, e, p, now)  # the poll noticed the interrupt: go on at once
         return
-    if st == St.SLEEP and S[ei(e, Ent.SPIN_ON)] < 0:
+    if st == St.SLEEP and S[ei(e, Ent.LOCK_Q)] < 0:
         trace(S, T, now, Tr.WAKE, e, 0)
         update_host_window(S, T, cfg, prof, e, now)
         update_guest_window(S, cfg, prof, e, now)
@@ -168,8 +170,9 @@ def guest_enqueue(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cf
 @jit
 def vcpu_done(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.ndarray,
               e: int, p: int, now: int) -> None:
-    """vCPU e's activity on p is done: a served request is kicked to the backend, a spin ends (lock taken,
-    or a PLE exit), a halt-poll window without a wake-up blocks."""
+    """vCPU e's activity on p is done: a served request is kicked to the backend, a critical section
+    releases the lock, a spin segment ends (PLE exit or paravirtual halt), a halt-poll window without a
+    wake-up blocks."""
     act = S[ei(e, Ent.ACT)]
     if act == Act.WORK:
         r = S[ei(e, Ent.REQ)]
@@ -190,13 +193,14 @@ def vcpu_done(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg: n
         backend_push(S, X, cfg, prof, -S[ei(e, Ent.REQ)] - 1, now)
         vcpu_next(S, X, T, R, cfg, prof, e, p, now)
         return
+    if act == Act.LOCKED:
+        release_lock(S, X, T, cfg, prof, p, e, now)
+        return
     if act == Act.SPIN:
-        holder = S[ei(e, Ent.SPIN_ON)]
-        if holder >= 0:
-            ple_exit(S, X, cfg, prof, p, e, now)
-            yield_to(S, X, cfg, prof, holder, now)
-        else:
-            lock_acquired(S, X, cfg, prof, p, e, now)
+        spin_segment_done(S, X, T, cfg, prof, p, e, now)
+        return
+    if act == Act.PEXIT:
+        pause_exit_done(S, X, cfg, prof, p, e, now)
         return
     if act == Act.HPOLL:
         # window ran out without a wake-up: block

@@ -44,7 +44,8 @@ Prof = _computed_fields("Prof", [f.upper() for f in PROFILE_FIELDS])
 Cfg = IntEnum(
     "Cfg",
     "PIN VQUOTA PERIOD EQUOTA GQUOTA SHARES EMU_HK NVCPU BACKEND RXUS BUSYPOLL HPOLL GHPOLL FIFO SLICE PLE CMAX "
-    "RATE MMPP_MULT MMPP_ON MMPP_OFF SVC_MEAN SVC_CV LONG_FRAC LONG_MULT LOCK_PROB CLOSED THINK CLIENT_RTT SLO",
+    "RATE MMPP_MULT MMPP_ON MMPP_OFF SVC_MEAN SVC_CV LONG_FRAC LONG_MULT LOCK_PROB CLOSED THINK CLIENT_RTT SLO "
+    "LOCK_KIND",
     start=0,
 )
 # how a knob lands in cfg: its slot and the conversion of its value (each mechanism module has a table)
@@ -53,15 +54,18 @@ CFG_ND0 = len(Cfg)  # neighbour demand of shared pCPU j at CFG_ND0 + j
 NCFG = CFG_ND0 + MP
 
 Backend = IntEnum("Backend", "USERSPACE VHOST PMD SRIOV", start=0)
+# the guest's spinlock (Scenario.guest_spinlock, in this order)
+LOCK_KINDS = ("test_and_set", "queued", "paravirt")
+Lock = IntEnum("Lock", "TAS QUEUED PV", start=0)
 
 # ------------------------------------------------------------------ S (int64)
 Scalar = IntEnum(
     "Scalar",
     "NEXT_ID INFLIGHT NIC_HEAD GQ_HEAD GQ_TAIL BQ_HEAD BQ_TAIL DL_HEAD DL_TAIL PMD_FREE MMPP_HIGH OUTAGE_END "
-    "TRACE_N TRACE_ON NOW RR HK LIVELOCK",
+    "TRACE_N TRACE_ON NOW RR HK LIVELOCK LOCK_OWNER LOCK_TICKET LAST_BOOSTED",
     start=0,
 )
-SCALAR_SLOTS = 24  # 18 used + 6 spare, so that the offsets below keep the golden state bytes
+SCALAR_SLOTS = 24  # 21 used + 3 spare
 assert len(Scalar) <= SCALAR_SLOTS, "Scalar outgrew its slots: raise SCALAR_SLOTS (and re-record the golden test)"
 # events: the next time of each source; then one per pCPU (its running segment ends), one per entity
 Ev = IntEnum("Ev", "ARR NIC TICK PERIOD RT OUTAGE DELAY MMPP", start=0)
@@ -71,7 +75,8 @@ NEV = EV_ENT0 + ME
 # per-entity fields (a vCPU, the backend thread or a neighbour)
 Ent = IntEnum(
     "Ent",
-    "KIND STATE CPU MASK FIFO ACT REM REQ HALT_T HPWIN GPWIN IDLE_T SPIN_ON AFTER ENTRY TICKS RUNNABLE_T AFTER_REQ",
+    "KIND STATE CPU MASK FIFO ACT REM REQ HALT_T HPWIN GPWIN IDLE_T LOCK_Q AFTER ENTRY TICKS RUNNABLE_T AFTER_REQ "
+    "PLE_WIN SPIN_SEG PV_LEFT",
     start=0,
 )
 # per-pCPU fields; NR counts the runnable (waiting) entities
@@ -98,7 +103,9 @@ NS = OFF_RSVC + QN
 
 Kind = IntEnum("Kind", "NONE VCPU BACKEND NEIGH", start=0)
 St = IntEnum("St", "SLEEP RUNNABLE RUNNING THROTTLED", start=0)
-Act = IntEnum("Act", "NONE WORK TICK KICK BPOLL GPOLL HPOLL SPIN RESUME", start=0)
+# LOCKED: in the guest spinlock's critical section; SPIN: waiting for the lock (PAUSE loop); PEXIT: in the
+# host handling a PAUSE-loop exit (kvm_vcpu_on_spin)
+Act = IntEnum("Act", "NONE WORK TICK KICK BPOLL GPOLL HPOLL SPIN RESUME LOCKED PEXIT", start=0)
 
 # ------------------------------------------------------------------ X (float64)
 X_VR = 0  # vruntime per entity
@@ -111,13 +118,13 @@ OFF_ACC = X_LAG + ME
 Acc = IntEnum(
     "Acc",
     "ARRIVALS DONE LAT_SUM VIOL VM_BUSY VM_POLL NEIGH_RUN NEIGH_ON THROTTLED EXITS CTX ERRORS VCPU_BUSY "
-    "NEIGH_WORK IDLE WAKE_LAT",
+    "NEIGH_WORK IDLE WAKE_LAT LOCK_SPIN PLE_EXITS PV_HALTS PV_KICKS LOCK_ACQ LOCK_CONTENDED",
     start=0,
 )
 NX = OFF_ACC + len(Acc)
 
 # trace events (calibration tests read these)
-Tr = IntEnum("Tr", "EXIT_BEGIN EXIT_END HPOLL_WINDOW HALT WAKE DONE", start=0)
+Tr = IntEnum("Tr", "EXIT_BEGIN EXIT_END HPOLL_WINDOW HALT WAKE DONE PLE_WINDOW", start=0)
 
 
 @jit_inline

@@ -43,7 +43,7 @@ from vvho_env.sim.engine.layout import (
 )
 from vvho_env.sim.engine.rt import pick_rt, rt_exhausted
 from vvho_env.sim.engine.runqueue import others_runnable, set_cpu, set_seg_end, set_state
-from vvho_env.sim.engine.spinlock import release_waiters
+from vvho_env.sim.engine.spinlock import vcpu_sched_in
 from vvho_env.sim.engine.vmx import entry_ns
 
 
@@ -111,7 +111,7 @@ def dispatch(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p:
     set_cpu(S, e, p)
     if S[ei(e, Ent.FIFO)] == 0:
         start_slice(S, X, cfg, p, e, now, ovh_idle)
-    release_waiters(S, X, cfg, prof, e, now)
+    vcpu_sched_in(S, X, cfg, prof, e, now)
     set_seg_end(S, X, cfg, prof, p, now)
 
 

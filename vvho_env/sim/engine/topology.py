@@ -64,7 +64,8 @@ def configure(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof
             X[X_IDLE_AVG + p] = 1e6
         for e in range(ME):
             set_cpu(S, e, -1)
-            S[ei(e, Ent.SPIN_ON)] = -1
+            S[ei(e, Ent.LOCK_Q)] = -1
+        S[Scalar.LOCK_OWNER] = -1
         S[OFF_EV + Ev.TICK] = now + int(rand_u(R) * 1e9 / prof[Prof.TICK_HZ])
         S[OFF_EV + Ev.PERIOD] = now + int(rand_u(R) * cfg[Cfg.PERIOD])
         S[OFF_EV + Ev.RT] = now + int(rand_u(R) * prof[Prof.RT_PERIOD_NS])
@@ -88,6 +89,7 @@ def configure(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof
         vcpu_mask |= S[ei(e, Ent.MASK)]
         S[ei(e, Ent.FIFO)] = 1 if cfg[Cfg.FIFO] > 0 else 0
         X[X_W + e] = cfg[Cfg.SHARES]
+        S[ei(e, Ent.PLE_WIN)] = int(cfg[Cfg.PLE])  # vmx->ple_window starts at the module's ple_window
         if fresh:
             S[ei(e, Ent.HPWIN)] = 0
             S[ei(e, Ent.GPWIN)] = int(prof[Prof.GUEST_POLL_GROW_START])

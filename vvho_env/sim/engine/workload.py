@@ -14,6 +14,7 @@ from vvho_env.sim.engine.layout import (
     E_NEIGH0,
     EV_ENT0,
     INF,
+    LOCK_KINDS,
     MP,
     OFF_ACC,
     OFF_EV,
@@ -49,6 +50,7 @@ def write_phase(cfg: np.ndarray, sc: Scenario, ph: Phase, frac: float) -> None:
     cfg[Cfg.THINK] = sc.think_us * 1000.0
     cfg[Cfg.CLIENT_RTT] = sc.client_rtt_us * 1000.0
     cfg[Cfg.SLO] = sc.slo_us * 1000.0
+    cfg[Cfg.LOCK_KIND] = float(LOCK_KINDS.index(sc.guest_spinlock))
     nd = ph.neighbour_demand
     for j in range(MP):
         cfg[CFG_ND0 + j] = nd[j % len(nd)]
