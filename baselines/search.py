@@ -154,6 +154,10 @@ class AdaptivityResult:
     static: SearchResult
     static_per_phase: list[float]  # the static setting's objective on each phase, re-scored
     weights: list[float]  # phase lengths in intervals
+    # what methods have shown since the search (baselines.best_known): improvements folded in, and the
+    # digests of every candidate already re-scored (so a later compare scores only new ones)
+    folded: list[dict] = field(default_factory=list)
+    scored: list[str] = field(default_factory=list)
 
     @property
     def per_phase_objective(self) -> float:
@@ -177,8 +181,7 @@ def best_settings(scenario: str | Scenario, cfg: SearchConfig | None = None,
     sc = load_scenario(scenario)
     cfg = cfg or SearchConfig()
     names = cfg.knob_names or acting_knobs(sc.host_profile, None)
-    folder = cache_dir if cache_dir is not None else Paths.at().oracle
-    path = folder / f"{sc.id}__{sc.content_hash[:16]}__{SIM_HASH}__{cfg.key()}.json"
+    path = cache_path(sc, cfg, cache_dir)
     if use_cache and path.exists():
         return _load(path)
     ev = PhaseEvaluator(sc, cfg)
@@ -198,11 +201,22 @@ def best_settings(scenario: str | Scenario, cfg: SearchConfig | None = None,
             per_phase[p] = SearchResult(dict(static.settings), float(static_pp[p]), r.evaluations, r.trace)
     result = AdaptivityResult(sc.id, per_phase, static, [float(x) for x in static_pp], weights)
     if use_cache:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_dump(result)))
-        tmp.replace(path)
+        save(result, path)
     return result
+
+
+def cache_path(sc: Scenario, cfg: SearchConfig, cache_dir: Path | None = None) -> Path:
+    """Where the search result of `sc` under `cfg` is cached (default: the results directory's oracle/)."""
+    folder = cache_dir if cache_dir is not None else Paths.at().oracle
+    return folder / f"{sc.id}__{sc.content_hash[:16]}__{SIM_HASH}__{cfg.key()}.json"
+
+
+def save(result: AdaptivityResult, path: Path) -> None:
+    """Write a search result atomically (a killed writer leaves the previous file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_dump(result)))
+    tmp.replace(path)
 
 
 def _dump(r: AdaptivityResult) -> dict:
@@ -210,7 +224,7 @@ def _dump(r: AdaptivityResult) -> dict:
         return {"settings": x.settings, "objective": x.objective, "evaluations": x.evaluations}
 
     return {"scenario": r.scenario, "per_phase": [sr(x) for x in r.per_phase], "static": sr(r.static),
-            "static_per_phase": r.static_per_phase, "weights": r.weights}
+            "static_per_phase": r.static_per_phase, "weights": r.weights, "folded": r.folded, "scored": r.scored}
 
 
 def _load(path: Path) -> AdaptivityResult:
@@ -220,4 +234,4 @@ def _load(path: Path) -> AdaptivityResult:
         return SearchResult(x["settings"], x["objective"], x["evaluations"])
 
     return AdaptivityResult(d["scenario"], [sr(x) for x in d["per_phase"]], sr(d["static"]), d["static_per_phase"],
-                            d["weights"])
+                            d["weights"], d.get("folded", []), d.get("scored", []))

@@ -86,6 +86,23 @@ def best_known_settings(scenario: Scenario, paths: Paths, level: str = "full") -
     return [dict(r.settings) for r in found.per_phase], dict(found.static.settings)
 
 
+def reference_digest(per_phase: list[Settings], static: Settings) -> str:
+    """Names one version of a scenario's references (best-known grows as methods show better settings)."""
+    import hashlib
+    import json
+
+    blob = json.dumps({"per_phase": per_phase, "static": static}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def fold_into_best_known(scenario: Scenario, held: list[tuple[str, Settings]], paths: Paths,
+                         level: str = "full") -> list[dict[str, Any]]:
+    """Re-score the settings methods held on the search's seeds; fold the better ones into best-known."""
+    from baselines.best_known import fold_in
+
+    return [x.as_dict() for x in fold_in(scenario, _search_config(level), held, cache_dir=paths.oracle)]
+
+
 def run_tuner_trial(method: str, scenario: Scenario, seed: int, budget: int, paths: Paths,
                     search_level: str = "full") -> MethodTrial:
     """Tune `method` for `budget` windows of the tuning episode, then evaluate it on the trial's episode."""
