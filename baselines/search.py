@@ -9,7 +9,9 @@ move are simulated together in one batched numba call.
 The search, per incumbent: for each knob in turn try every value of its grid (all choices of a
 categorical knob; an evenly spaced grid on the [-1, 1] scale plus the neighbours of the current
 point for numeric knobs) and keep the best; sweep until no move improves by more than `tol`
-(relative), at most `sweeps` times; restart from each of `starts` and keep the best.
+(relative), at most `sweeps` times; then `refine` rounds of continuous refinement, each trying every
+numeric knob at half the previous distance on either side of the incumbent (off the grid); restart
+from each of `starts` and keep the best.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class SearchConfig:
     sweeps: int = 2
     tol: float = 0.01
     starts: tuple[str, ...] = ("default", "latency", "lean")
+    refine: int = 0  # rounds of continuous refinement of numeric knobs around the grid's best (step halved)
     knob_names: tuple[str, ...] | None = None  # default: the env's acting knobs for the scenario
 
     def key(self) -> str:
@@ -140,6 +143,23 @@ def coordinate_search(ev: PhaseEvaluator, phases: Sequence[int], weights: Sequen
                     improved = True
             if not improved:
                 break
+        step = 1.0 / (ev.cfg.grid - 1)
+        for _ in range(ev.cfg.refine):
+            step /= 2.0
+            for name in names:
+                k = knobs.get(name)
+                if k.kind in ("categorical", "bool"):
+                    continue
+                x0 = k.to_unit(cur[name])  # type: ignore[arg-type]
+                vals = list(dict.fromkeys(v for d in (-step, step) if (v := k.from_unit(x0 + d)) != cur[name]))
+                if not vals:
+                    continue
+                cands = [{**cur, name: v} for v in vals]  # type: ignore[dict-item]
+                js = ev.score(cands, phases) @ w
+                i = int(np.argmin(js))
+                if js[i] < cur_j * (1 - ev.cfg.tol) - 1e-9:
+                    cur, cur_j = cands[i], float(js[i])
+                    trace.append((name, vals[i], cur_j))
         if best is None or cur_j < best.objective:
             best = SearchResult(cur, cur_j, 0, trace)
     assert best is not None
