@@ -179,3 +179,16 @@ def test_simulate_fits_80_columns_and_refuses_bad_counts() -> None:
                          (["--knob", "vcpu_quota=abc"], "vcpu_quota")):
         bad = runner.invoke(app, ["simulate", *args])
         assert bad.exit_code == 2 and expect in bad.output and "Traceback" not in bad.output, bad.output
+
+
+def test_simulate_applies_restart_cost_knobs_at_reset() -> None:
+    """`vvho simulate -k` sets knobs from the start, as a guest booted with them: a knob whose change
+    costs a guest restart mid-episode (virtio_backend, vcpu_count) costs no outage here. Before, it was
+    applied after reset: the first window served nothing and p99 was undefined."""
+    out = runner.invoke(app, ["simulate", "--steps", "2", "--scenario", "steady-low-v0", "-k", "virtio_backend=sriov",
+                              "-k", "vcpu_count=4", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["settings"] == {"virtio_backend": "sriov", "vcpu_count": 4}
+    for s in doc["steps"]:
+        assert s["requests"] > 0 and s["p99_us"] is not None and s["p99_us"] < 10_000

@@ -39,10 +39,10 @@ def simulate_rows(scenario: str | Scenario, settings: dict[str, Any], steps: int
     from vvho_env.sim.backend import SimBackend
 
     sc = load_scenario(scenario)
+    if settings:  # from the start, as a guest booted with them: a restart-cost knob costs no outage here
+        sc = sc.model_copy(update={"base_settings": {**sc.base_settings, **settings}})
     backend = SimBackend()
     backend.reset(seed, sc)
-    if settings:
-        backend.apply(settings)
     objective = objective_for(sc)
     rows = []
     try:
