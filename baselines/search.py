@@ -150,7 +150,7 @@ def coordinate_search(ev: PhaseEvaluator, phases: Sequence[int], weights: Sequen
                 k = knobs.get(name)
                 if k.kind in ("categorical", "bool"):
                     continue
-                x0 = k.to_unit(cur[name])  # type: ignore[arg-type]
+                x0 = k.to_unit(cur[name])
                 vals = list(dict.fromkeys(v for d in (-step, step) if (v := k.from_unit(x0 + d)) != cur[name]))
                 if not vals:
                     continue

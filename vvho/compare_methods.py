@@ -34,6 +34,7 @@ TUNER_SPECS: dict[str, tuple[str, dict[str, str]]] = {
     "expert": ("expert", {}),
     "random": ("random", {}),
     "gd-offline": ("gd", {"estimator": "spsa", "mode": "offline"}),
+    "gd-fd-offline": ("gd", {"estimator": "fd", "mode": "offline"}),  # the article's other estimator
     "gd-online": ("gd", {"estimator": "spsa", "mode": "online"}),
     "bo": ("bo", {"sampler": "tpe"}),
     "controller": ("controller", {}),
