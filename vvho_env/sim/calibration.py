@@ -1,5 +1,6 @@
-"""Calibration fixtures: each published figure of ../shared/calibration.yaml reproduced by a simulated
-run whose workload, knobs and host profile are stated here. Tests assert them within +-20%.
+"""Calibration fixtures: each published figure of ../shared/calibration.yaml and of calibration_points.yaml
+(beside this module: every point with its source and whether it fitted a constant or is a check) reproduced
+by a simulated run whose workload, knobs and host profile are stated here. Tests assert them within +-20%.
 
 Every fixture runs the full simulator; nothing is read back from an input. The exit-cost and
 halt-poll rows are taken from the simulator's event trace.
