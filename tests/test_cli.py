@@ -165,6 +165,21 @@ def test_tables_fit_80_columns_without_cutting_values(command: str) -> None:
         assert name in res.stdout, name
 
 
+def test_calibrate_prints_every_point_with_source_and_role_at_80_columns() -> None:
+    from vvho_env.sim.calibration import load_points
+
+    res = runner.invoke(app, ["calibrate"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80
+    rows = json.loads(runner.invoke(app, ["calibrate", "--json"]).stdout)
+    points = load_points()
+    assert [p["id"] for p in points] == list(dict.fromkeys(r["point"] for r in rows))
+    for p in points:
+        assert p["id"] in res.stdout
+    assert {r["role"].split(":")[0] for r in rows} == {"fit", "check", "fixture"}
+    assert all(r["source"] for r in rows)
+
+
 def test_simulate_fits_80_columns_and_refuses_bad_counts() -> None:
     """Every figure of every step is printed whole at 80 columns (split into tables); a step count or
     seed out of range is one line, not an endless run or a traceback."""
