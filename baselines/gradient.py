@@ -62,7 +62,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from baselines.space import UnitSpace
-from vvho_env.types import Settings
+from vvho_env.types import Settings, Telemetry
 
 ESTIMATORS = ("fd", "spsa")
 MODES = ("offline", "online")
@@ -224,7 +224,7 @@ class GradientDescent:
             return dict((a if a.n <= b.n else b).settings)
         return dict(self._probes[self._next].settings)
 
-    def tell(self, settings: Settings, objective: float) -> None:
+    def tell(self, settings: Settings, objective: float, telemetry: Telemetry | None = None) -> None:
         self._told += 1
         if self._verify:
             a, b = self._verify
