@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from baselines.controller import ControllerConfig, SLOController
 from baselines.gradient import GDConfig, GradientDescent
 from baselines.methods import MethodSpec
 from baselines.oracle import PhaseScheduleController
@@ -29,6 +30,7 @@ from vvho_env import knobs
 from vvho_env.env import VVHOEnv
 from vvho_env.harness import SettingsController
 from vvho_env.scenarios import load_scenario
+from vvho_env.types import Telemetry
 
 ROOT = Path(__file__).resolve().parents[1]
 # The crowded phase of neighbour-churn alone: CPU-bound neighbours on every pCPU, so the stock settings
@@ -50,6 +52,7 @@ def _static_default(env: VVHOEnv, seeds: list[int], steps: int) -> float:
     ("gd", {"estimator": "spsa", "mode": "online"}, 40),
     ("bo", {"sampler": "tpe"}, 60),
     ("bo", {"sampler": "gp"}, 40),
+    ("controller", {}, 40),
 ])
 def test_tuner_improves_on_static_default(method: str, variant: dict, budget: int) -> None:
     env = VVHOEnv(CROWDED)
@@ -261,3 +264,42 @@ def test_cli_bad_input(tmp_path: Path, args: tuple[str, ...], expect: str) -> No
     code, out = _cli(*args, "--no-tune-hparams", "--no-oracle", tmp=tmp_path)
     assert code == 2, out
     assert expect in out, out
+
+
+# ------------------------------------------------------------------ the SLO feedback controller
+def _window(p99_us: float, throttled: float, vm_cpu: float = 0.5, polling: float = 0.0) -> Telemetry:
+    return Telemetry(window_s=0.25, requests=1000, p50_us=p99_us / 4, p99_us=p99_us, p999_us=p99_us, mean_us=p99_us / 3,
+                     slo_us=2000, slo_violations=0, offered_rps=4000, served_rps=4000, vm_cpu=vm_cpu,
+                     polling_cpu=polling, reserved_cores=0, throttled_frac=throttled, neighbour_cpu=0,
+                     neighbour_slowdown=0)
+
+
+def test_controller_raises_quota_over_the_slo_and_lowers_it_with_headroom() -> None:
+    space = UnitSpace(("vcpu_quota", "idle_state"), dict(knobs.defaults(), vcpu_quota=40_000, idle_state="C1"))
+    ctl = SLOController(ControllerConfig(up=1.5, down=0.9, slack=0.5, hold=2))
+    ctl.start(space, 100, np.random.default_rng(0))
+    ctl.tell(ctl.ask(), 1.0, _window(p99_us=5000, throttled=0.3))  # over the SLO while throttled
+    assert ctl.ask()["vcpu_quota"] == 60_000
+    for _ in range(2):  # the hold after an action: no second move before the first one is measured
+        ctl.tell(ctl.ask(), 1.0, _window(p99_us=5000, throttled=0.3))
+    assert ctl.ask()["vcpu_quota"] == 60_000
+    ctl.tell(ctl.ask(), 1.0, _window(p99_us=5000, throttled=0.3))
+    assert ctl.ask()["vcpu_quota"] == 90_000
+    for _ in range(4):  # p99 a fifth of the SLO, not throttled: headroom
+        ctl.tell(ctl.ask(), 0.1, _window(p99_us=400, throttled=0.0))
+    assert ctl.ask()["vcpu_quota"] == 81_000
+    unlimited = SLOController(ControllerConfig(margin=0.3, hold=1))
+    unlimited.start(UnitSpace(("vcpu_quota",), dict(knobs.defaults(), vcpu_count=2)), 10, np.random.default_rng(0))
+    unlimited.tell(unlimited.ask(), 0.1, _window(p99_us=300, throttled=0.0, vm_cpu=0.5))
+    assert unlimited.ask()["vcpu_quota"] == int(0.5 / 2 * 100_000 * 1.3)  # what it used per vCPU, plus margin
+
+
+def test_controller_runs_through_the_harness_and_frees_a_starved_vm() -> None:
+    sc = load_scenario("quota-tight-v0")
+    high = sc.model_copy(update={"id": "quota-high-test-v0", "phases": (sc.phases[1],)})
+    env = VVHOEnv(high)
+    seeds = eval_seeds(2, 1)
+    base = _static_default(env, seeds, 20)
+    out = run_tuner(MethodSpec.parse("controller"), env, build_space(env), 40, 2, seeds, 20)
+    assert out.settings["vcpu_quota"] == -1 or out.settings["vcpu_quota"] > high.settings_at_start()["vcpu_quota"]
+    assert out.metrics["objective"] < 0.8 * base, (out.metrics["objective"], base, out.settings)
