@@ -288,6 +288,9 @@ def test_controller_raises_quota_over_the_slo_and_lowers_it_with_headroom() -> N
     for _ in range(4):  # p99 a fifth of the SLO, not throttled: headroom
         ctl.tell(ctl.ask(), 0.1, _window(p99_us=400, throttled=0.0))
     assert ctl.ask()["vcpu_quota"] == 81_000
+    for _ in range(30):  # more headroom: down to one step above the quota that was throttled, no sawtooth
+        ctl.tell(ctl.ask(), 0.1, _window(p99_us=400, throttled=0.0))
+    assert ctl.ask()["vcpu_quota"] == int(60_000 / 0.9)
     unlimited = SLOController(ControllerConfig(margin=0.3, hold=1))
     unlimited.start(UnitSpace(("vcpu_quota",), dict(knobs.defaults(), vcpu_count=2)), 10, np.random.default_rng(0))
     unlimited.tell(unlimited.ask(), 0.1, _window(p99_us=300, throttled=0.0, vm_cpu=0.5))
