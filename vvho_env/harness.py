@@ -195,8 +195,7 @@ class MeasuredController:
         self.windows = 0  # windows measured through this controller (the budget spent), settle included
         self.settle_windows = 0  # of which settled (not told to the tuner)
         self._applied: Settings = {}
-        self._settling = 0  # settle windows run since the last change
-        self._pending: Settings | None = None
+        self._settling = 0  # settle windows run since the last change (max_settle: none due)
         self._adjust: ContextAdjustment | None = None
         self._backlog = False  # the last window left a backlog
 
@@ -211,8 +210,7 @@ class MeasuredController:
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         assert self._env is not None, "reset() first"
-        self._pending = self.tuner.ask()
-        return encode_settings(self._env, self._pending)
+        return encode_settings(self._env, self.tuner.ask())
 
     def _settles(self, applied: Settings, tel: Telemetry) -> bool:
         """Whether this window, measured under `applied`, is a settle window."""
