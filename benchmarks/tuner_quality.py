@@ -51,6 +51,17 @@ def _single_phase(sid: str, phase: int) -> Any:
     return sc.model_copy(update={"id": f"{sc.id}.{ph.name}", "phases": (ph,)})
 
 
+def distinct_phases(sc: Any) -> list[int]:
+    """Indices of the phases that are distinct problems (steady-low-v0's two phases are one)."""
+    seen, out = [], []
+    for i, ph in enumerate(sc.phases):
+        conditions = ph.model_dump(exclude={"name", "intervals"})
+        if conditions not in seen:
+            seen.append(conditions)
+            out.append(i)
+    return out
+
+
 def _trial(job: tuple[str, int | None, str, int, int, str]) -> dict[str, Any]:
     """One (scenario, phase or None, method, seed, budget) trial: its evaluation J, p99 and budget."""
     import os
@@ -116,7 +127,7 @@ def main() -> None:
     folder = Paths.at(args.results_dir).root / "bench" / "tuner_quality"
 
     # 1. stationary problems
-    problems = [(sid, p) for sid in ids for p in range(len(cat[sid].phases))]
+    problems = [(sid, p) for sid in ids for p in distinct_phases(cat[sid])]
     jobs = [(sid, p, m, s, b, results) for sid, p in problems for m in tuners for s in seeds for b in budgets]
     jobs += [(sid, p, "best-static", s, 0, results) for sid, p in problems for s in seeds]  # spends no windows
     got = run_all(jobs, folder, args.workers)
@@ -125,18 +136,24 @@ def main() -> None:
     head = f"{'problem':<34}" + "".join(f"{m + ' @' + str(b):>22}" for b in budgets for m in tuners)
     print(head)
     fails: dict[str, list[str]] = defaultdict(list)
+    settle: dict[str, list[float]] = defaultdict(list)
     for sid in ids:
-        for p, ph in enumerate(cat[sid].phases):
+        for p in distinct_phases(cat[sid]):
+            ph = cat[sid].phases[p]
             cells = []
             for b in budgets:
                 for m in tuners:
                     r = [got[(sid, p, m, s, b)]["J"] / got[(sid, p, "best-static", s, 0)]["J"] for s in seeds]
                     med = float(np.median(r))
+                    settle[f"{m} @{b}"].append(np.mean([got[(sid, p, m, s, b)]["budget"].get("settle_windows", 0)
+                                                        for s in seeds]))
                     ok = "" if m not in GD_METHODS else (" ok" if med <= TARGET.get(b, math.inf) else " MISS")
                     if ok == " MISS":
                         fails[f"{m} @{b}"].append(f"{sid}.{ph.name} {med:.2f}")
                     cells.append(f"{med:.2f}{ok}")
             print(f"{sid + '.' + ph.name:<34}" + "".join(f"{c:>22}" for c in cells))
+    print("settle windows per trial (mean over problems, counted in the budget): "
+          + ", ".join(f"{k} {np.mean(v):.0f}" for k, v in settle.items()))
     for b in budgets:
         if b in TARGET:
             print(f"target: gradient descent (SPSA, FD) <= {TARGET[b]:.2f}x best-static at budget {b}")

@@ -46,7 +46,7 @@ class MethodUnavailable(VVHOError):
 
 
 def available_tuners() -> tuple[str, ...]:
-    """The compare methods the installed baselines/ provides (the feedback controller comes with issue 9)."""
+    """The compare methods the installed baselines/ provides."""
     from baselines.methods import METHODS
 
     return (*(m for m, (name, _) in TUNER_SPECS.items() if name in METHODS), BEST_KNOWN, BEST_STATIC)
@@ -127,7 +127,8 @@ def run_tuner_trial(method: str, scenario: Scenario, seed: int, budget: int, pat
         spec = MethodSpec.parse(name, **variant)
         outcome = run_tuner(spec, env, build_space(env), budget, tune_seed, [eval_seed], scenario.episode_intervals)
         return MethodTrial(outcome.evaluation, env.knob_names, _last(outcome.evaluation, outcome.settings),
-                           {"tuning_windows": outcome.windows, "hparam_windows": 0})
+                           {"tuning_windows": outcome.windows, "settle_windows": outcome.settle_windows,
+                            "hparam_windows": 0})
     finally:
         env.close()
 
