@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from vvho_env.sim.engine.accounting import charge
-from vvho_env.sim.engine.jit import jit
+from vvho_env.sim.engine.jit import jit_inline
 from vvho_env.sim.engine.layout import INF, MV, OFF_ACC, Acc, Act, Cfg, Cpu, Ent, Kind, KnobWriter, Prof, St, ci, ei
 from vvho_env.sim.engine.rng import rand_exp, rand_u
 from vvho_env.sim.engine.runqueue import set_seg_end
@@ -22,7 +22,7 @@ KNOB_WRITERS: dict[str, KnobWriter] = {
 }
 
 
-@jit
+@jit_inline
 def take_lock_then(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.ndarray,
                    e: int, work: int) -> None:
     """vCPU e is about to run work ns of a request; with probability lock_prob it takes the lock first."""
@@ -49,7 +49,7 @@ def take_lock_then(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray,
     S[ei(e, Ent.REM)] = work
 
 
-@jit
+@jit_inline
 def release_waiters(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int, now: int) -> None:
     """A lock holder e got the CPU: the vCPUs spinning or yielding on it get the lock (after its hold time)."""
     if S[ei(e, Ent.KIND)] != Kind.VCPU:
@@ -67,7 +67,7 @@ def release_waiters(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndar
                     set_seg_end(S, X, cfg, prof, q, now)
 
 
-@jit
+@jit_inline
 def ple_exit(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, e: int, now: int) -> None:
     """vCPU e on p spun a whole PLE window with the holder still preempted: it exits (kvm_vcpu_on_spin)
     and spins on until the holder has run; the caller then yields to the holder (yield_to)."""
@@ -77,7 +77,7 @@ def ple_exit(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p:
     set_seg_end(S, X, cfg, prof, p, now)
 
 
-@jit
+@jit_inline
 def lock_acquired(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, e: int,
                   now: int) -> None:
     """vCPU e on p got the lock it spun on: the request's work begins."""
