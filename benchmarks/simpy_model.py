@@ -1,4 +1,4 @@
-"""The simulator's mechanisms written plainly with SimPy: the reference that checks vvho_env/sim/engine.py.
+"""The simulator's mechanisms written plainly with SimPy: the reference that checks vvho_env/sim/engine/.
 
 Same host profile, same knob settings, same scenario phase, same mechanisms as the numba engine, but an
 independent implementation: every scheduled thread (vCPUs, the virtio backend thread, one neighbour per

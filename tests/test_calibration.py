@@ -15,7 +15,7 @@ import yaml
 
 from vvho_env.sim import calibration as C
 from vvho_env.sim import profiles
-from vvho_env.sim.engine import adapt_window
+from vvho_env.sim.engine.polling import adapt_window
 from vvho_env.sim.profiles import XEON_KVM
 
 CAL = Path(__file__).resolve().parents[2] / "shared" / "calibration.yaml"

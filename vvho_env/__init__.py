@@ -7,12 +7,30 @@ from pathlib import Path
 
 from gymnasium.envs.registration import register, registry
 
-# numba's on-disk cache does not notice when a callee changes, so a stale compiled caller could run
-# old code. Key the cache folder on the source of every numba module instead.
-_NUMBA_SOURCES = ("histogram.py", "sim/engine.py", "sim/profiles.py")
-SIM_HASH = hashlib.sha256(
-    b"".join((Path(__file__).parent / f).read_bytes() for f in _NUMBA_SOURCES)
-).hexdigest()[:16]
+# Every file whose content can change a simulated result: the simulator package (numba's on-disk
+# cache does not notice when a callee in another module changes) and what it reads or what scores its
+# output. SIM_HASH keys the numba cache folder and every on-disk cache of simulated results
+# (baselines/search.py, baselines/hparams.py, vvho/compare.py); tests/test_engine_structure.py checks
+# that the list covers every module the simulator imports.
+SIM_INPUTS = ("config_base.py", "errors.py", "histogram.py", "knobs.py", "objective.py", "scenarios.py",
+              "scenarios.yaml", "types.py")
+_ROOT = Path(__file__).parent
+
+
+def sim_sources(root: Path = _ROOT) -> list[Path]:
+    """The files SIM_HASH covers, under the vvho_env folder root: all of sim/ (recursively) + SIM_INPUTS."""
+    return sorted(root.joinpath("sim").rglob("*.py")) + [root / f for f in SIM_INPUTS]
+
+
+def sim_hash(root: Path = _ROOT) -> str:
+    """Digest of the names and contents of sim_sources(root)."""
+    h = hashlib.sha256()
+    for p in sim_sources(root):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+SIM_HASH = sim_hash()
 if "NUMBA_CACHE_DIR" not in os.environ:
     _cache = str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vvho" / "numba" / SIM_HASH)
     if "numba" in sys.modules:

@@ -12,59 +12,13 @@ import numpy as np
 
 from vvho_env import knobs
 from vvho_env.histogram import percentiles_ns
-from vvho_env.scenarios import Phase, Scenario, load_scenario
+from vvho_env.scenarios import Scenario, load_scenario
 from vvho_env.sim import engine as E
+from vvho_env.sim.engine.layout import MAX_EVENTS_PER_RUN, MP, NCFG, OFF_ACC, OFF_EV, Acc, Cfg, Ev, Scalar
 from vvho_env.sim.profiles import HostProfile, get_profile
 from vvho_env.types import ApplyRejected, Capabilities, KnobValue, Settings, Telemetry
 
-_BACKEND_INDEX = {"userspace": E.BACKEND_USERSPACE, "vhost": E.BACKEND_VHOST,
-                  "vhost_user_poll": E.BACKEND_PMD, "sriov": E.BACKEND_SRIOV}
-_CSTATE_INDEX = {"C1": 0, "C1E": 1, "C6": 2}
 RESTART_KNOBS = frozenset(k.name for k in knobs.KNOBS if k.change_cost is knobs.ChangeCost.RESTART)
-
-
-def _quota_ns(v: KnobValue) -> float:
-    return -1.0 if int(v) < 0 else float(v) * 1000.0
-
-
-def write_knobs(cfg: np.ndarray, s: Mapping[str, KnobValue], profile: HostProfile) -> None:
-    """Knob settings -> the engine's cfg vector (ns, indices)."""
-    cfg[E.K_PIN] = 1.0 if s["vcpu_pinning"] == "dedicated" else 0.0
-    cfg[E.K_VQUOTA] = _quota_ns(s["vcpu_quota"])
-    cfg[E.K_PERIOD] = float(s["vcpu_period"]) * 1000.0
-    cfg[E.K_EQUOTA] = _quota_ns(s["emulator_quota"])
-    cfg[E.K_GQUOTA] = _quota_ns(s["global_quota"])
-    cfg[E.K_SHARES] = float(s["cpu_shares"])
-    cfg[E.K_EMU_HK] = 1.0 if s["emulator_placement"] == "housekeeping" else 0.0
-    cfg[E.K_NVCPU] = float(min(int(s["vcpu_count"]), E.MV))
-    cfg[E.K_BACKEND] = float(_BACKEND_INDEX[str(s["virtio_backend"])])
-    cfg[E.K_RXUS] = float(s["rx_usecs"]) * 1000.0
-    cfg[E.K_BUSYPOLL] = float(s["busy_poll_us"]) * 1000.0
-    cfg[E.K_HPOLL] = float(s["halt_poll_ns"])
-    cfg[E.K_GHPOLL] = 1.0 if s["guest_haltpoll"] else 0.0
-    cfg[E.K_FIFO] = 1.0 if s["vcpu_sched_policy"] == "fifo" else 0.0
-    cfg[E.K_SLICE] = float(s["sched_slice_us"]) * 1000.0
-    cfg[E.K_PLE] = float(s["ple_window"]) / profile.cpu_ghz
-    cfg[E.K_CMAX] = float(_CSTATE_INDEX[str(s["idle_state"])])
-
-
-def write_phase(cfg: np.ndarray, sc: Scenario, ph: Phase, frac: float) -> None:
-    cfg[E.W_RATE] = ph.rate_at(frac)
-    cfg[E.W_MMPP_MULT] = ph.mmpp_mult
-    cfg[E.W_MMPP_ON] = ph.mmpp_on_ms * 1e6
-    cfg[E.W_MMPP_OFF] = ph.mmpp_off_ms * 1e6
-    cfg[E.W_SVC_MEAN] = ph.service_mean_us * 1000.0
-    cfg[E.W_SVC_CV] = ph.service_cv
-    cfg[E.W_LONG_FRAC] = ph.long_frac
-    cfg[E.W_LONG_MULT] = ph.long_mult
-    cfg[E.W_LOCK_PROB] = ph.lock_prob
-    cfg[E.W_CLOSED] = 1.0 if sc.closed_loop else 0.0
-    cfg[E.W_THINK] = sc.think_us * 1000.0
-    cfg[E.W_CLIENT_RTT] = sc.client_rtt_us * 1000.0
-    cfg[E.W_SLO] = sc.slo_us * 1000.0
-    nd = ph.neighbour_demand
-    for j in range(E.MP):
-        cfg[E.W_ND0 + j] = nd[j % len(nd)]
 
 
 class BatchSim:
@@ -73,7 +27,7 @@ class BatchSim:
     def __init__(self, n_envs: int) -> None:
         self.n = n_envs
         self.S, self.X, self.H, self.T, self.R = E.new_state(n_envs)
-        self.cfg = np.zeros((n_envs, E.NCFG), dtype=np.float64)
+        self.cfg = np.zeros((n_envs, NCFG), dtype=np.float64)
         self.prof = np.zeros((n_envs, len(HostProfile.__dataclass_fields__)), dtype=np.float64)
         self.now = np.zeros(n_envs, dtype=np.int64)
         self.step_idx = np.zeros(n_envs, dtype=np.int64)
@@ -86,9 +40,9 @@ class BatchSim:
                   randomise: bool = False, trace: bool = False) -> None:
         sc = scenario.randomised(seed) if randomise else scenario
         profile = get_profile(sc.host_profile)
-        if not 1 <= profile.n_pcpu <= E.MP - 1:
+        if not 1 <= profile.n_pcpu <= MP - 1:
             raise ValueError(f"host profile {profile.name!r}: n_pcpu={profile.n_pcpu} not accepted; "
-                             f"accepted: 1..{E.MP - 1} (the simulator's compiled capacity)")
+                             f"accepted: 1..{MP - 1} (the simulator's compiled capacity)")
         if randomise:
             profile = profile.randomised(np.random.default_rng([seed, 1]), sc.randomise.profile)
         self.scenarios[k] = sc
@@ -101,11 +55,11 @@ class BatchSim:
         self.R[k] = E.seed_rng(seed)
         self.now[k] = 0
         self.step_idx[k] = 0
-        write_knobs(self.cfg[k], merged, profile)
+        E.write_knobs(self.cfg[k], merged, profile)
         _, ph, frac = sc.phase_at(0)
-        write_phase(self.cfg[k], sc, ph, frac)
-        E.layout(self.S[k], self.X[k], self.R[k], self.cfg[k], self.prof[k], 0, True)
-        self.S[k, E.I_TRACE_ON] = 1 if trace else 0
+        E.write_phase(self.cfg[k], sc, ph, frac)
+        E.configure(self.S[k], self.X[k], self.R[k], self.cfg[k], self.prof[k], 0, True)
+        self.S[k, Scalar.TRACE_ON] = 1 if trace else 0
         self.H[k] = 0
 
     def apply_env(self, k: int, settings: Mapping[str, KnobValue]) -> Settings:
@@ -122,25 +76,25 @@ class BatchSim:
             new[name] = knob.validate(value)
         restart = any(new[n] != self.settings[k][n] for n in RESTART_KNOBS)
         self.settings[k] = new
-        write_knobs(self.cfg[k], new, profile)
+        E.write_knobs(self.cfg[k], new, profile)
         now = int(self.now[k])
         if restart:
             self._restart(k, now, profile)
         else:
-            E.layout(self.S[k], self.X[k], self.R[k], self.cfg[k], self.prof[k], now, False)
+            E.configure(self.S[k], self.X[k], self.R[k], self.cfg[k], self.prof[k], now, False)
         return dict(new)
 
     def _restart(self, k: int, now: int, profile: HostProfile) -> None:
         """Guest restart: requests in the VM are lost, new ones wait at the NIC for the outage."""
-        acc = self.X[k, E.OFF_ACC:].copy()
-        lost = int(self.S[k, E.I_INFLIGHT])
-        E.layout(self.S[k], self.X[k], self.R[k], self.cfg[k], self.prof[k], now, True)
-        acc[E.A_ERRORS] += lost
-        acc[E.A_VIOL] += lost
-        self.X[k, E.OFF_ACC:] = acc
+        acc = self.X[k, OFF_ACC:].copy()
+        lost = int(self.S[k, Scalar.INFLIGHT])
+        E.configure(self.S[k], self.X[k], self.R[k], self.cfg[k], self.prof[k], now, True)
+        acc[Acc.ERRORS] += lost
+        acc[Acc.VIOL] += lost
+        self.X[k, OFF_ACC:] = acc
         end = now + int(profile.restart_outage_ns)
-        self.S[k, E.I_OUTAGE_END] = end
-        self.S[k, E.OFF_EV + E.EV_OUTAGE] = end
+        self.S[k, Scalar.OUTAGE_END] = end
+        self.S[k, OFF_EV + Ev.OUTAGE] = end
 
     # -- measurement -------------------------------------------------------------------------
     def run(self, window_s: float) -> list[Telemetry]:
@@ -150,42 +104,42 @@ class BatchSim:
             sc = self.scenarios[k]
             assert sc is not None, "reset before run"
             _, ph, frac = sc.phase_at(int(self.step_idx[k]))
-            write_phase(self.cfg[k], sc, ph, frac)
-        self.X[:, E.OFF_ACC:] = 0.0
+            E.write_phase(self.cfg[k], sc, ph, frac)
+        self.X[:, OFF_ACC:] = 0.0
         self.H[:] = 0
         t_end = self.now + window_ns
         E.run_batch(self.S, self.X, self.H, self.T, self.R, self.cfg, self.prof, t_end)
-        stuck = np.flatnonzero(self.S[:, E.I_LIVELOCK])
+        stuck = np.flatnonzero(self.S[:, Scalar.LIVELOCK])
         if stuck.size:
             k = int(stuck[0])
             sc = self.scenarios[k]
-            raise RuntimeError(f"simulator livelock in env {k} at t={self.S[k, E.I_LIVELOCK]} ns (scenario "
+            raise RuntimeError(f"simulator livelock in env {k} at t={self.S[k, Scalar.LIVELOCK]} ns (scenario "
                                f"{sc.id if sc else '?'}, settings {self.settings[k]}): more than "
-                               f"{E.MAX_EVENTS_PER_RUN:,} events in one window; please report it with these settings")
+                               f"{MAX_EVENTS_PER_RUN:,} events in one window; please report it with these settings")
         self.now[:] = t_end
         self.step_idx += 1
         pct = percentiles_ns(self.H, (50.0, 99.0, 99.9))
         return [self._telemetry(k, window_s, pct[k]) for k in range(self.n)]
 
     def _telemetry(self, k: int, window_s: float, pct: np.ndarray) -> Telemetry:
-        a = self.X[k, E.OFF_ACC:]
+        a = self.X[k, OFF_ACC:]
         sc = self.scenarios[k]
         assert sc is not None
         s = self.settings[k]
         w_ns = window_s * 1e9
-        done = int(a[E.A_DONE])
-        nv = int(self.cfg[k, E.K_NVCPU])
-        busy = a[E.A_VM_BUSY] / w_ns
-        vcpu_busy = a[E.A_VCPU_BUSY] / w_ns
-        polling = a[E.A_VM_POLL] / w_ns
+        done = int(a[Acc.DONE])
+        nv = int(self.cfg[k, Cfg.NVCPU])
+        busy = a[Acc.VM_BUSY] / w_ns
+        vcpu_busy = a[Acc.VCPU_BUSY] / w_ns
+        polling = a[Acc.VM_POLL] / w_ns
         reserved = 0.0
         if s["vcpu_pinning"] == "dedicated":
             reserved += max(0.0, nv - vcpu_busy)  # dedicated cores are paid for even when idle
         if s["virtio_backend"] == "vhost_user_poll":
             reserved += 1.0  # the PMD core spins all the time
             polling += 1.0
-        on = a[E.A_NEIGH_ON]
-        slowdown = 1.0 - a[E.A_NEIGH_WORK] / on if on > 0 else 0.0
+        on = a[Acc.NEIGH_ON]
+        slowdown = 1.0 - a[Acc.NEIGH_WORK] / on if on > 0 else 0.0
         nan = float("nan")
         return Telemetry(
             window_s=window_s,
@@ -193,23 +147,23 @@ class BatchSim:
             p50_us=float(pct[0]) / 1000.0 if done else nan,
             p99_us=float(pct[1]) / 1000.0 if done else nan,
             p999_us=float(pct[2]) / 1000.0 if done else nan,
-            mean_us=a[E.A_LAT_SUM] / done / 1000.0 if done else nan,
+            mean_us=a[Acc.LAT_SUM] / done / 1000.0 if done else nan,
             slo_us=sc.slo_us,
-            slo_violations=int(a[E.A_VIOL]),
-            offered_rps=a[E.A_ARRIVALS] / window_s,
+            slo_violations=int(a[Acc.VIOL]),
+            offered_rps=a[Acc.ARRIVALS] / window_s,
             served_rps=done / window_s,
             vm_cpu=busy + reserved,
             polling_cpu=polling,
             reserved_cores=reserved,
-            throttled_frac=a[E.A_THROTTLED] / (w_ns * max(nv, 1)),
-            neighbour_cpu=a[E.A_NEIGH_RUN] / w_ns,
+            throttled_frac=a[Acc.THROTTLED] / (w_ns * max(nv, 1)),
+            neighbour_cpu=a[Acc.NEIGH_RUN] / w_ns,
             neighbour_slowdown=float(np.clip(slowdown, 0.0, 1.0)),
-            errors=int(a[E.A_ERRORS]),
+            errors=int(a[Acc.ERRORS]),
             histogram=self.H[k].copy(),
         )
 
     def trace(self, k: int) -> np.ndarray:
-        return self.T[k, : self.S[k, E.I_TRACE_N]].copy()
+        return self.T[k, : self.S[k, Scalar.TRACE_N]].copy()
 
 
 class SimBackend:

@@ -17,8 +17,8 @@ import numpy as np
 import yaml
 
 from vvho_env.scenarios import Phase, Scenario
-from vvho_env.sim import engine as E
 from vvho_env.sim.backend import BatchSim
+from vvho_env.sim.engine.layout import Tr
 from vvho_env.sim.profiles import PROFILES, XEON_KVM, HostProfile
 
 # The published testbeds ran latency-tuned hosts whose idle states were limited to C1 ("maximum
@@ -142,8 +142,8 @@ def vm_exit_cost() -> Result:
     sc = _scenario("exit", PING, closed=True, think_us=10_000.0)
     sim, _ = _run(sc, {"vcpu_count": 1}, XEON_KVM, 0.25, trace=True)
     tr = sim.trace(0)
-    begins = tr[tr[:, 1] == E.TR_EXIT_BEGIN]
-    ends = tr[tr[:, 1] == E.TR_EXIT_END]
+    begins = tr[tr[:, 1] == Tr.EXIT_BEGIN]
+    ends = tr[tr[:, 1] == Tr.EXIT_END]
     n = min(len(begins), len(ends))
     cycles = (ends[:n, 0] - begins[:n, 0]) * XEON_KVM.cpu_ghz
     return Result("VM exit + entry (traced kick)", float(np.min(cycles)), (2000.0, 2528.0), "cycles")
@@ -156,8 +156,8 @@ def halt_poll_trace(seconds: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     sc = _scenario("hp-trace", ph)
     sim, _ = _run(sc, {**LATENCY_TUNED, "vcpu_count": 1}, XEON_KVM, seconds, trace=True)
     tr = sim.trace(0)
-    halts = tr[tr[:, 1] == E.TR_HALT]
-    wins = tr[tr[:, 1] == E.TR_HPOLL_WINDOW]
+    halts = tr[tr[:, 1] == Tr.HALT]
+    wins = tr[tr[:, 1] == Tr.HPOLL_WINDOW]
     return halts, wins
 
 
