@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from baselines.space import UnitSpace
 from vvho_env import knobs
-from vvho_env.types import KnobValue, Settings
+from vvho_env.types import KnobValue, Settings, Telemetry
 
 SAMPLERS = ("tpe", "gp")
 WINDOWS_ATTR = "windows"
@@ -126,7 +126,7 @@ class BayesOpt:
             self._sum, self._n = 0.0, 0
         return dict(self._settings)
 
-    def tell(self, settings: Settings, objective: float) -> None:
+    def tell(self, settings: Settings, objective: float, telemetry: Telemetry | None = None) -> None:
         assert self.study is not None and self._trial is not None
         self._sum += objective
         self._n += 1

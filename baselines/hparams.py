@@ -27,6 +27,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "gd": [{"step": a, "perturb": c} for a in (0.5, 1.0, 2.0) for c in (0.1, 0.2)],  # step in probe widths
     "random": [{"repeats": r} for r in (1, 2, 4)],
     "bo": [{"repeats": r, "n_startup": n} for r in (1, 2) for n in (5, 10)],
+    "controller": [{"slack": s, "up": u} for s in (0.3, 0.6) for u in (1.25, 2.0)],
 }
 HELD_OUT_TUNE_SEED = 990_001
 HELD_OUT_EVAL_SEED = 990_002

@@ -1,4 +1,4 @@
-"""The six baseline methods by name, their variants and their own hyperparameters."""
+"""The baseline methods by name, their variants and their own hyperparameters."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from baselines.bayes import SAMPLERS, BayesOpt, BOConfig
+from baselines.controller import ControllerConfig, SLOController
 from baselines.expert import DEFAULT_PROFILE, PROFILES, expert
 from baselines.gradient import ESTIMATORS, MODES, GDConfig, GradientDescent
 from baselines.random_search import RandomConfig, RandomSearch
@@ -16,11 +17,11 @@ from baselines.static import static_default
 from baselines.tuner import Tuner
 from vvho_env.errors import VVHOError
 
-METHODS = ("static-default", "expert", "random", "gd", "bo", "oracle")
-LIVE_METHODS = METHODS[:5]  # a live host has no oracle
+METHODS = ("static-default", "expert", "random", "gd", "bo", "controller", "oracle")
+LIVE_METHODS = tuple(m for m in METHODS if m != "oracle")  # a live host has no oracle
 ALIASES = {"gradient": "gd", "bayes": "bo", "optuna": "bo", "default": "static-default", "random-search": "random",
-           "best-known": "oracle"}
-TUNED = ("random", "gd", "bo")  # methods with hyperparameters of their own
+           "best-known": "oracle", "slo-controller": "controller"}
+TUNED = ("random", "gd", "bo", "controller")  # methods with hyperparameters of their own
 # the variant options and the methods they apply to (any other method refuses them)
 OPTION_METHODS = {"estimator": ("gd",), "mode": ("gd",), "sampler": ("bo",), "profile": ("expert",)}
 
@@ -76,13 +77,15 @@ class MethodSpec:
     def with_hparams(self, hp: dict[str, Any]) -> MethodSpec:
         return MethodSpec(self.method, self.estimator, self.mode, self.sampler, self.profile, dict(hp))
 
-    def config(self) -> GDConfig | RandomConfig | BOConfig | None:
+    def config(self) -> GDConfig | RandomConfig | BOConfig | ControllerConfig | None:
         if self.method == "gd":
             return GDConfig(estimator=self.estimator, mode=self.mode, **self.hparams)
         if self.method == "random":
             return RandomConfig(**self.hparams)
         if self.method == "bo":
             return BOConfig(sampler=self.sampler, **self.hparams)
+        if self.method == "controller":
+            return ControllerConfig(**self.hparams)
         return None
 
     def config_dict(self) -> dict[str, Any]:
@@ -104,6 +107,8 @@ class MethodSpec:
             return RandomSearch(cfg)
         if isinstance(cfg, GDConfig):
             return GradientDescent(cfg)
+        if isinstance(cfg, ControllerConfig):
+            return SLOController(cfg)
         if isinstance(cfg, BOConfig):
             return BayesOpt(cfg, storage=storage, study_name=self.label)
         raise MethodError(f"{self.method} is not a tuner")

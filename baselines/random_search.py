@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from baselines.space import UnitSpace
-from vvho_env.types import Settings
+from vvho_env.types import Settings, Telemetry
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class RandomSearch:
     def ask(self) -> Settings:
         return dict(self._current)
 
-    def tell(self, settings: Settings, objective: float) -> None:
+    def tell(self, settings: Settings, objective: float, telemetry: Telemetry | None = None) -> None:
         assert self._space is not None, "start() first"
         self._sum += objective
         self._n += 1

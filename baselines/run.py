@@ -31,10 +31,16 @@ from baselines.methods import LIVE_METHODS, MethodError, MethodSpec
 from baselines.oracle import PhaseScheduleController, oracle_settings
 from baselines.search import SearchConfig
 from baselines.space import UnitSpace
-from baselines.tuner import TunerController
 from vvho_env import knobs
 from vvho_env.env import VVHOEnv
-from vvho_env.harness import Controller, EpisodeResult, SettingsController, run_episode
+from vvho_env.harness import (
+    Controller,
+    EpisodeResult,
+    MeasuredController,
+    MeasurementProtocol,
+    SettingsController,
+    run_episode,
+)
 from vvho_env.paths import Paths
 from vvho_env.scenarios import Scenario
 from vvho_env.types import ApplyRejected, KnobValue, Settings
@@ -132,7 +138,8 @@ class Outcome:
     settings: Settings  # held after tuning (online: where it ended)
     evaluation: EpisodeResult
     tuning: EpisodeResult | None = None
-    windows: int = 0  # measurement windows spent tuning (this run; see resumed_windows)
+    windows: int = 0  # measurement windows spent tuning (this run; see resumed_windows), settle windows included
+    settle_windows: int = 0  # of which settle windows after changes of settings (counted, not scored)
     resumed_windows: int = 0  # windows spent by earlier, killed attempts of the same study
     storage: Path | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
@@ -143,8 +150,11 @@ class Outcome:
 
 
 def run_tuner(spec: MethodSpec, env: VVHOEnv, space: UnitSpace, budget: int, seed: int,
-              seeds: Sequence[int], steps: int, storage: Path | None = None) -> Outcome:
-    """Tune with `budget` windows of one episode (seed `seed`), then evaluate on `seeds`."""
+              seeds: Sequence[int], steps: int, storage: Path | None = None,
+              protocol: MeasurementProtocol | None = None) -> Outcome:
+    """Tune with `budget` windows of one episode (seed `seed`) under the measurement protocol (default:
+    the scenario's, see vvho_env.harness), then evaluate on `seeds`."""
+    protocol = protocol or MeasurementProtocol.for_scenario(env.scenario)
     tuner = spec.make(storage)
     rng = np.random.default_rng([seed, 3])
     remaining, resumed, attempt = budget, 0, 0
@@ -155,11 +165,13 @@ def run_tuner(spec: MethodSpec, env: VVHOEnv, space: UnitSpace, budget: int, see
         attempt = tuner.resumed_trials
     tuner.start(space, budget, rng)
     tuning = None
-    ctl = TunerController(tuner)
+    ctl = MeasuredController(tuner, protocol)
+    tuning_settle = 0
     fixed = spec.method in ("static-default", "expert")
     if remaining > 0 and not fixed:
         env.max_steps = remaining
         tuning = run_episode(env, ctl, seed=tuning_seed(seed, attempt), steps=remaining)
+        tuning_settle = ctl.settle_windows
     evaluator: Controller = ctl if tuner.online else SettingsController(tuner.recommend())
     evaluation = evaluate(env, evaluator, seeds, steps)
     settings = evaluation.settings[-1] if tuner.online and evaluation.settings else tuner.recommend()
@@ -168,7 +180,7 @@ def run_tuner(spec: MethodSpec, env: VVHOEnv, space: UnitSpace, budget: int, see
         trace = [{"settings": s, "objective": j, "p99_us": t.p99_us, "vm_cpu": t.vm_cpu}
                  for s, j, t in zip(tuning.settings, tuning.objective, tuning.telemetry, strict=True)]
     return Outcome(spec.label, settings, evaluation, tuning, ctl.windows - (evaluation.steps if tuner.online else 0),
-                   resumed, storage, trace)
+                   tuning_settle, resumed, storage, trace)
 
 
 @dataclass

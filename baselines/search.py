@@ -9,7 +9,9 @@ move are simulated together in one batched numba call.
 The search, per incumbent: for each knob in turn try every value of its grid (all choices of a
 categorical knob; an evenly spaced grid on the [-1, 1] scale plus the neighbours of the current
 point for numeric knobs) and keep the best; sweep until no move improves by more than `tol`
-(relative), at most `sweeps` times; restart from each of `starts` and keep the best.
+(relative), at most `sweeps` times; then `refine` rounds of continuous refinement, each trying every
+numeric knob at half the previous distance on either side of the incumbent (off the grid); restart
+from each of `starts` and keep the best.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class SearchConfig:
     sweeps: int = 2
     tol: float = 0.01
     starts: tuple[str, ...] = ("default", "latency", "lean")
+    refine: int = 0  # rounds of continuous refinement of numeric knobs around the grid's best (step halved)
     knob_names: tuple[str, ...] | None = None  # default: the env's acting knobs for the scenario
 
     def key(self) -> str:
@@ -140,6 +143,23 @@ def coordinate_search(ev: PhaseEvaluator, phases: Sequence[int], weights: Sequen
                     improved = True
             if not improved:
                 break
+        step = 1.0 / (ev.cfg.grid - 1)
+        for _ in range(ev.cfg.refine):
+            step /= 2.0
+            for name in names:
+                k = knobs.get(name)
+                if k.kind in ("categorical", "bool"):
+                    continue
+                x0 = k.to_unit(cur[name])
+                vals = list(dict.fromkeys(v for d in (-step, step) if (v := k.from_unit(x0 + d)) != cur[name]))
+                if not vals:
+                    continue
+                cands = [{**cur, name: v} for v in vals]  # type: ignore[dict-item]
+                js = ev.score(cands, phases) @ w
+                i = int(np.argmin(js))
+                if js[i] < cur_j * (1 - ev.cfg.tol) - 1e-9:
+                    cur, cur_j = cands[i], float(js[i])
+                    trace.append((name, vals[i], cur_j))
         if best is None or cur_j < best.objective:
             best = SearchResult(cur, cur_j, 0, trace)
     assert best is not None
@@ -154,6 +174,10 @@ class AdaptivityResult:
     static: SearchResult
     static_per_phase: list[float]  # the static setting's objective on each phase, re-scored
     weights: list[float]  # phase lengths in intervals
+    # what methods have shown since the search (baselines.best_known): improvements folded in, and the
+    # digests of every candidate already re-scored (so a later compare scores only new ones)
+    folded: list[dict] = field(default_factory=list)
+    scored: list[str] = field(default_factory=list)
 
     @property
     def per_phase_objective(self) -> float:
@@ -177,8 +201,7 @@ def best_settings(scenario: str | Scenario, cfg: SearchConfig | None = None,
     sc = load_scenario(scenario)
     cfg = cfg or SearchConfig()
     names = cfg.knob_names or acting_knobs(sc.host_profile, None)
-    folder = cache_dir if cache_dir is not None else Paths.at().oracle
-    path = folder / f"{sc.id}__{sc.content_hash[:16]}__{SIM_HASH}__{cfg.key()}.json"
+    path = cache_path(sc, cfg, cache_dir)
     if use_cache and path.exists():
         return _load(path)
     ev = PhaseEvaluator(sc, cfg)
@@ -198,11 +221,22 @@ def best_settings(scenario: str | Scenario, cfg: SearchConfig | None = None,
             per_phase[p] = SearchResult(dict(static.settings), float(static_pp[p]), r.evaluations, r.trace)
     result = AdaptivityResult(sc.id, per_phase, static, [float(x) for x in static_pp], weights)
     if use_cache:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_dump(result)))
-        tmp.replace(path)
+        save(result, path)
     return result
+
+
+def cache_path(sc: Scenario, cfg: SearchConfig, cache_dir: Path | None = None) -> Path:
+    """Where the search result of `sc` under `cfg` is cached (default: the results directory's oracle/)."""
+    folder = cache_dir if cache_dir is not None else Paths.at().oracle
+    return folder / f"{sc.id}__{sc.content_hash[:16]}__{SIM_HASH}__{cfg.key()}.json"
+
+
+def save(result: AdaptivityResult, path: Path) -> None:
+    """Write a search result atomically (a killed writer leaves the previous file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_dump(result)))
+    tmp.replace(path)
 
 
 def _dump(r: AdaptivityResult) -> dict:
@@ -210,7 +244,7 @@ def _dump(r: AdaptivityResult) -> dict:
         return {"settings": x.settings, "objective": x.objective, "evaluations": x.evaluations}
 
     return {"scenario": r.scenario, "per_phase": [sr(x) for x in r.per_phase], "static": sr(r.static),
-            "static_per_phase": r.static_per_phase, "weights": r.weights}
+            "static_per_phase": r.static_per_phase, "weights": r.weights, "folded": r.folded, "scored": r.scored}
 
 
 def _load(path: Path) -> AdaptivityResult:
@@ -220,4 +254,4 @@ def _load(path: Path) -> AdaptivityResult:
         return SearchResult(x["settings"], x["objective"], x["evaluations"])
 
     return AdaptivityResult(d["scenario"], [sr(x) for x in d["per_phase"]], sr(d["static"]), d["static_per_phase"],
-                            d["weights"])
+                            d["weights"], d.get("folded", []), d.get("scored", []))

@@ -14,7 +14,9 @@ the settings actually applied, so measurements and gradients are taken between a
 A categorical knob with n choices is constant inside each bin of width 2/n, so a probe narrower than
 half a bin measures nothing; ``min_probe`` gives the half-width that reaches the next bin from a
 bin centre (1/n plus a margin), and for a knob with an off/unlimited point the width of that flat end
-band, which the gradient tuner uses as the floor of its perturbation.
+band. A relaxed coordinate rarely sits at a bin centre, though: ``reach`` gives, from the point itself,
+the distance to the nearest edge of the flat piece it lies in (the next applied value, up or down), which
+the gradient tuner uses as the floor of its probe widths so that a probe always changes what is applied.
 """
 
 from __future__ import annotations
@@ -77,6 +79,20 @@ class UnitSpace:
                 out[i] = knobs.SPECIAL_BAND + 1e-3  # from the off/unlimited point out of its flat band
         return out
 
+    def reach(self, x: np.ndarray, margin: float = 1e-3) -> np.ndarray:
+        """Per coordinate, the smallest move from `x` (up or down, inside the bounds) that changes the
+        applied value, plus `margin`; 0 where the value changes continuously at `x`, and 0 where no move
+        inside the bounds changes it (a knob bounded to a single value)."""
+        out = np.zeros(self.dim)
+        for i, (n, lo, hi) in enumerate(zip(self.names, self.lower, self.upper, strict=True)):
+            k = knobs.get(n)
+            xi = float(min(hi, max(lo, x[i])))
+            v0 = k.from_unit(xi)
+            near = [d for d in (_edge(k, xi, v0, hi, margin), _edge(k, xi, v0, lo, margin)) if d is not None]
+            if near and min(near) > 2 * margin:
+                out[i] = min(near) + margin
+        return out
+
     def encode(self, settings: Mapping[str, KnobValue]) -> np.ndarray:
         merged = dict(self.base)
         merged.update(settings)
@@ -94,6 +110,22 @@ class UnitSpace:
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(self.lower, self.upper)
+
+
+def _edge(knob: knobs.Knob, x: float, value: KnobValue, end: float, tol: float) -> float | None:
+    """Distance from x towards `end` to the first point applying another value than `value`, by
+    bisection to within tol / 10 (None if the whole way to `end` applies `value`)."""
+    if knob.from_unit(end) == value:
+        return None
+    inside, outside = 0.0, abs(end - x)
+    sign = 1.0 if end >= x else -1.0
+    while outside - inside > tol / 10:
+        mid = 0.5 * (inside + outside)
+        if knob.from_unit(x + sign * mid) == value:
+            inside = mid
+        else:
+            outside = mid
+    return outside
 
 
 def project(x: np.ndarray, lo: np.ndarray | float = -1.0, hi: np.ndarray | float = 1.0) -> np.ndarray:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from baselines.space import UnitSpace
-from vvho_env.types import KnobValue, Settings
+from vvho_env.types import KnobValue, Settings, Telemetry
 
 
 class FixedTuner:
@@ -28,7 +28,7 @@ class FixedTuner:
     def ask(self) -> Settings:
         return dict(self._settings)
 
-    def tell(self, settings: Settings, objective: float) -> None:
+    def tell(self, settings: Settings, objective: float, telemetry: Telemetry | None = None) -> None:
         pass
 
     def recommend(self) -> Settings:

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from baselines.controller import ControllerConfig, SLOController
 from baselines.gradient import GDConfig, GradientDescent
 from baselines.methods import MethodSpec
 from baselines.oracle import PhaseScheduleController
@@ -29,6 +30,7 @@ from vvho_env import knobs
 from vvho_env.env import VVHOEnv
 from vvho_env.harness import SettingsController
 from vvho_env.scenarios import load_scenario
+from vvho_env.types import Telemetry
 
 ROOT = Path(__file__).resolve().parents[1]
 # The crowded phase of neighbour-churn alone: CPU-bound neighbours on every pCPU, so the stock settings
@@ -50,6 +52,7 @@ def _static_default(env: VVHOEnv, seeds: list[int], steps: int) -> float:
     ("gd", {"estimator": "spsa", "mode": "online"}, 40),
     ("bo", {"sampler": "tpe"}, 60),
     ("bo", {"sampler": "gp"}, 40),
+    ("controller", {}, 40),
 ])
 def test_tuner_improves_on_static_default(method: str, variant: dict, budget: int) -> None:
     env = VVHOEnv(CROWDED)
@@ -115,6 +118,29 @@ def test_gradient_descent_projects_onto_bounds() -> None:
     assert x[1] <= 0.0 + 1e-3 and np.all(x >= space.lower - 1e-9), x
 
 
+# The stationary scenario of the GD-versus-best-static check, on the knobs that matter there (C-state,
+# polling, pinning): the best static setting by baselines.search on the same knobs, evaluated on the
+# same seeds as gradient descent's recommendation. Measured (budget 400, seeds 0, 1, 2): J / best-static
+# 1.713, 1.288, 1.200, median 1.29 (the tuner before issue 9's probe widths, SNR-aware gain and stall
+# restarts: 1.418, 0.748, 2.101, median 1.42, which this test would fail).
+STEADY_KNOBS = ("vcpu_pinning", "idle_state", "halt_poll_ns", "guest_haltpoll", "busy_poll_us")
+
+
+def test_gradient_descent_ends_near_the_best_static_setting() -> None:
+    sc = load_scenario("steady-low-v0")
+    cfg = SearchConfig(seeds=(101,), windows=6, warmup=2, grid=5, sweeps=2, starts=("default",),
+                       knob_names=STEADY_KNOBS)
+    best = coordinate_search(PhaseEvaluator(sc, cfg), [0], [1.0], STEADY_KNOBS).settings
+    env = VVHOEnv(sc, knob_names=STEADY_KNOBS)
+    ratios = []
+    for seed in (0, 1, 2):
+        seeds = eval_seeds(seed, 2)
+        ref = evaluate(env, SettingsController(best), seeds, 40).metrics()["objective"]
+        out = run_tuner(MethodSpec.parse("gd", estimator="spsa"), env, build_space(env), 400, seed, seeds, 40)
+        ratios.append(out.metrics["objective"] / ref)
+    assert np.median(ratios) < 1.35 and max(ratios) < 1.8, ratios
+
+
 # ------------------------------------------------------------------ projection / rounding properties
 unit = st.floats(-5.0, 5.0, allow_nan=False)
 ALL = tuple(k.name for k in knobs.KNOBS)
@@ -144,6 +170,18 @@ def test_discrete_probe_reaches_the_next_value(knob: knobs.Knob, data: st.DataOb
     i = data.draw(st.integers(0, len(knob.choices) - 2))
     x = knob.to_unit(knob.choices[i])
     assert knob.from_unit(x + float(space.min_probe[0])) == knob.choices[i + 1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([k for k in knobs.KNOBS if k.kind in ("categorical", "bool") or k.off is not None
+                        or k.unlimited is not None]), st.floats(-1.0, 1.0))
+def test_probe_of_reach_width_changes_the_applied_value(knob: knobs.Knob, x: float) -> None:
+    # wherever noisy updates left the relaxed coordinate, a probe pair of half-width max(c, reach) applies
+    # another value on at least one side (c >= 0.003 here): a discrete knob cannot freeze at its start value
+    space = UnitSpace((knob.name,), knobs.defaults())
+    w = max(0.003, float(space.reach(np.array([x]))[0]))
+    v = knob.from_unit(x)
+    assert knob.from_unit(min(1.0, x + w)) != v or knob.from_unit(max(-1.0, x - w)) != v
 
 
 # ------------------------------------------------------------------ Optuna resume after SIGKILL
@@ -226,3 +264,60 @@ def test_cli_bad_input(tmp_path: Path, args: tuple[str, ...], expect: str) -> No
     code, out = _cli(*args, "--no-tune-hparams", "--no-oracle", tmp=tmp_path)
     assert code == 2, out
     assert expect in out, out
+
+
+def test_refinement_off_the_grid_improves_the_search() -> None:
+    """Refinement only accepts improvements of the swept incumbent, so it is never worse; on steady-low-v0
+    the halt-polling optimum lies between grid points (measured: J 0.182 on the 3-point grid, 0.157 with
+    two refinement rounds, halt_poll_ns 59,530 -> 43,970)."""
+    sc = load_scenario("steady-low-v0")
+    names = ("halt_poll_ns", "rx_usecs", "vcpu_quota")
+    found = {}
+    for refine in (0, 2):
+        cfg = SearchConfig(seeds=(3,), windows=3, warmup=1, grid=3, sweeps=1, starts=("default",),
+                           knob_names=names, refine=refine)
+        found[refine] = coordinate_search(PhaseEvaluator(sc, cfg), [0], [1.0], names)
+    assert found[2].objective < 0.95 * found[0].objective
+    assert found[2].settings["halt_poll_ns"] != found[0].settings["halt_poll_ns"]
+
+
+# ------------------------------------------------------------------ the SLO feedback controller
+def _window(p99_us: float, throttled: float, vm_cpu: float = 0.5, polling: float = 0.0) -> Telemetry:
+    return Telemetry(window_s=0.25, requests=1000, p50_us=p99_us / 4, p99_us=p99_us, p999_us=p99_us, mean_us=p99_us / 3,
+                     slo_us=2000, slo_violations=0, offered_rps=4000, served_rps=4000, vm_cpu=vm_cpu,
+                     polling_cpu=polling, reserved_cores=0, throttled_frac=throttled, neighbour_cpu=0,
+                     neighbour_slowdown=0)
+
+
+def test_controller_raises_quota_over_the_slo_and_lowers_it_with_headroom() -> None:
+    space = UnitSpace(("vcpu_quota", "idle_state"), dict(knobs.defaults(), vcpu_quota=40_000, idle_state="C1"))
+    ctl = SLOController(ControllerConfig(up=1.5, down=0.9, slack=0.5, hold=2))
+    ctl.start(space, 100, np.random.default_rng(0))
+    ctl.tell(ctl.ask(), 1.0, _window(p99_us=5000, throttled=0.3))  # over the SLO while throttled
+    assert ctl.ask()["vcpu_quota"] == 60_000
+    for _ in range(2):  # the hold after an action: no second move before the first one is measured
+        ctl.tell(ctl.ask(), 1.0, _window(p99_us=5000, throttled=0.3))
+    assert ctl.ask()["vcpu_quota"] == 60_000
+    ctl.tell(ctl.ask(), 1.0, _window(p99_us=5000, throttled=0.3))
+    assert ctl.ask()["vcpu_quota"] == 90_000
+    for _ in range(4):  # p99 a fifth of the SLO, not throttled: headroom
+        ctl.tell(ctl.ask(), 0.1, _window(p99_us=400, throttled=0.0))
+    assert ctl.ask()["vcpu_quota"] == 81_000
+    for _ in range(30):  # more headroom: down to one step above the quota that was throttled, no sawtooth
+        ctl.tell(ctl.ask(), 0.1, _window(p99_us=400, throttled=0.0))
+    assert ctl.ask()["vcpu_quota"] == int(60_000 / 0.9)
+    unlimited = SLOController(ControllerConfig(margin=0.3, hold=1))
+    unlimited.start(UnitSpace(("vcpu_quota",), dict(knobs.defaults(), vcpu_count=2)), 10, np.random.default_rng(0))
+    unlimited.tell(unlimited.ask(), 0.1, _window(p99_us=300, throttled=0.0, vm_cpu=0.5))
+    assert unlimited.ask()["vcpu_quota"] == int(0.5 / 2 * 100_000 * 1.3)  # what it used per vCPU, plus margin
+
+
+def test_controller_runs_through_the_harness_and_frees_a_starved_vm() -> None:
+    sc = load_scenario("quota-tight-v0")
+    high = sc.model_copy(update={"id": "quota-high-test-v0", "phases": (sc.phases[1],)})
+    env = VVHOEnv(high)
+    seeds = eval_seeds(2, 1)
+    base = _static_default(env, seeds, 20)
+    out = run_tuner(MethodSpec.parse("controller"), env, build_space(env), 40, 2, seeds, 20)
+    assert out.settings["vcpu_quota"] == -1 or out.settings["vcpu_quota"] > high.settings_at_start()["vcpu_quota"]
+    assert out.metrics["objective"] < 0.8 * base, (out.metrics["objective"], base, out.settings)

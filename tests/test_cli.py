@@ -165,6 +165,21 @@ def test_tables_fit_80_columns_without_cutting_values(command: str) -> None:
         assert name in res.stdout, name
 
 
+def test_calibrate_prints_every_point_with_source_and_role_at_80_columns() -> None:
+    from vvho_env.sim.calibration import load_points
+
+    res = runner.invoke(app, ["calibrate"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80
+    rows = json.loads(runner.invoke(app, ["calibrate", "--json"]).stdout)
+    points = load_points()
+    assert [p["id"] for p in points] == list(dict.fromkeys(r["point"] for r in rows))
+    for p in points:
+        assert p["id"] in res.stdout
+    assert {r["role"].split(":")[0] for r in rows} == {"fit", "check", "fixture"}
+    assert all(r["source"] for r in rows)
+
+
 def test_simulate_fits_80_columns_and_refuses_bad_counts() -> None:
     """Every figure of every step is printed whole at 80 columns (split into tables); a step count or
     seed out of range is one line, not an endless run or a traceback."""
@@ -179,3 +194,16 @@ def test_simulate_fits_80_columns_and_refuses_bad_counts() -> None:
                          (["--knob", "vcpu_quota=abc"], "vcpu_quota")):
         bad = runner.invoke(app, ["simulate", *args])
         assert bad.exit_code == 2 and expect in bad.output and "Traceback" not in bad.output, bad.output
+
+
+def test_simulate_applies_restart_cost_knobs_at_reset() -> None:
+    """`vvho simulate -k` sets knobs from the start, as a guest booted with them: a knob whose change
+    costs a guest restart mid-episode (virtio_backend, vcpu_count) costs no outage here. Before, it was
+    applied after reset: the first window served nothing and p99 was undefined."""
+    out = runner.invoke(app, ["simulate", "--steps", "2", "--scenario", "steady-low-v0", "-k", "virtio_backend=sriov",
+                              "-k", "vcpu_count=4", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["settings"] == {"virtio_backend": "sriov", "vcpu_count": 4}
+    for s in doc["steps"]:
+        assert s["requests"] > 0 and s["p99_us"] is not None and s["p99_us"] < 10_000

@@ -112,3 +112,40 @@ def test_a_killed_compare_resumes_without_redoing_finished_trials(tmp_path: Path
     assert sorted(set(after)) == sorted(after), "a trial was run twice"
     assert len(after) == total and set(before) <= set(after)
     assert json.loads(res.stdout)["records"] == total
+
+
+def test_best_known_grows_with_what_methods_held(tmp_path: Path) -> None:
+    """A best-known weaker than what the methods show (here planted: a search of one minor knob, cached
+    where the compare looks) is improved by the settings they held, and the references are evaluated
+    again at the new version; the superseded trials stay in the store, marked."""
+    from dataclasses import replace
+
+    import mlflow
+
+    from baselines.search import best_settings, cache_path, save
+    from vvho.compare_methods import _search_config
+    from vvho_env.paths import Paths
+
+    suite = load_suite("tiny")
+    cfg = _search_config(suite.compare.reference_search)
+    for ref, _ in suite.evaluation_refs():
+        sc = load_scenario(ref)
+        weak = best_settings(sc, replace(cfg, knob_names=("ple_window",)), cache_dir=tmp_path / "weak")
+        save(weak, cache_path(sc, cfg, Paths.at(tmp_path).oracle))
+    methods = "static-default,random,best-known,best-static"
+    res = runner.invoke(app, ["compare", "--suite", "tiny", "--methods", methods, "--results-dir", str(tmp_path),
+                              "--workers", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "improved: static J" in res.output and "a setting random (seed" in res.output
+    out = json.loads(res.stdout)
+    n_scenarios = len(suite.evaluation_refs())
+    assert out["records"] == 4 * n_scenarios * suite.compare.seeds
+    folded = [best_settings(load_scenario(ref), cfg, cache_dir=Paths.at(tmp_path).oracle)
+              for ref, _ in suite.evaluation_refs()]
+    assert all(f.scored for f in folded) and any(f.folded for f in folded)  # random may end where it started
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("vvho-compare").experiment_id], max_results=1000)
+    roles = [r.data.tags.get("compare.role") for r in runs]
+    assert roles.count("trial") == out["records"]
+    superseded = [r for r in runs if r.data.tags.get("compare.role") == "superseded"]
+    assert superseded and {r.data.tags["method"] for r in superseded} <= {"best-known", "best-static"}

@@ -28,6 +28,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
         names = set(z.namelist())
         z.extractall(site)
     assert {"vvho/configs/ppo_diurnal.yaml", "vvho/configs/schema.json", "vvho_env/scenarios.yaml",
+            "vvho_env/sim/calibration_points.yaml",
             "vvho/policy_model.py"} <= names
     work = tmp_path / "elsewhere"
     work.mkdir()

@@ -79,7 +79,7 @@ def _summary_json(report: Any, spec: Any, hp_info: dict[str, Any], changed: dict
             "metrics": out.metrics, "references": {_label(r): m for r, m in report.references.items()},
             "ratios": {f"{metric}/{_label(r)}": report.ratio(r, metric) for r in report.references
                        for metric in ("objective", "p99_us", "vm_cpu")},
-            "windows": {"tuning": out.windows, "resumed": out.resumed_windows,
+            "windows": {"tuning": out.windows, "settle": out.settle_windows, "resumed": out.resumed_windows,
                         "hyperparameters": hp_info.get("sweep_windows", 0)},
             "hyperparameters": spec.config_dict(), "hyperparameter_source": hp_info["source"],
             "settings": out.settings, "changed_settings": changed, "beats_best_known": report.beats_oracle}
@@ -112,7 +112,8 @@ def _log_mlflow(report: Any, uri: str | None, name: str | None, extra_tags: dict
                             "slo/violation_frac": _finite(m["slo_violation_frac"]),
                             "cpu/vm_cores": m["vm_cpu"], "neighbour/cpu": m["neighbour_cpu"],
                             "neighbour/slowdown": m["neighbour_slowdown"], "objective/J": m["objective"],
-                            "budget/windows_spent": out.windows, "budget/windows_resumed": out.resumed_windows})
+                            "budget/windows_spent": out.windows, "budget/windows_settle": out.settle_windows,
+                            "budget/windows_resumed": out.resumed_windows})
         for r in report.references:
             for metric, name in (("objective", "J"), ("p99_us", "p99"), ("vm_cpu", "cpu")):
                 mlflow.log_metric(f"ratio/{name}_to_{r}", _finite(report.ratio(r, metric)))
@@ -227,6 +228,7 @@ def baseline(
     ui.print_table(cols, rows, title=f"{sc.id} on {backend}: evaluation over {cfg.eval_episodes} x "
                    f"{cfg.steps_per_eval} fresh windows", wide=wide)
     ui.result(f"tuning windows spent: {report.outcome.windows:,}"
+              + f" ({report.outcome.settle_windows:,} of them settle windows after changes, not scored)"
               + (f" (+{report.outcome.resumed_windows:,} by an earlier attempt of this study)"
                  if report.outcome.resumed_windows else "")
               + f" of {budget:,}; hyperparameters: {spec.config_dict() or 'none'} ({hp_info['source']}"

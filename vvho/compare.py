@@ -28,7 +28,18 @@ from typing import Any
 
 from vvho.runner import Runner, local_runner
 from vvho.suites import REFERENCES, SAFETY_SUFFIX, RLAgent, Suite
-from vvho.trials import POLICY, TUNER, SearchJob, TrainJob, Trial, run_search, run_training, run_trial
+from vvho.trials import (
+    POLICY,
+    TUNER,
+    FoldJob,
+    SearchJob,
+    TrainJob,
+    Trial,
+    run_fold,
+    run_search,
+    run_training,
+    run_trial,
+)
 from vvho_env import SIM_HASH
 from vvho_env.errors import VVHOError
 from vvho_env.metrics import tracked
@@ -130,11 +141,13 @@ def run_compare(plan: ComparePlan, paths: Paths, uri: str | None = None, log: Lo
     scenarios = plan.scenarios()
     parents = store.find(EXPERIMENT, {"compare.key": plan.key, "compare.role": "parent"})
     done: dict[str, dict[str, Any]] = {}
+    run_ids: dict[str, str] = {}  # trial key -> its child run
     if parents:
         parent_id = parents[0].run_id
         for child in store.find(EXPERIMENT, {"mlflow.parentRunId": parent_id, "compare.role": "trial"}):
             if child.state == "finished" and child.tags.get("compare.trial") not in done:
                 done[child.tags["compare.trial"]] = json.loads(store.read_text(child.run_id, TRIAL_ARTIFACT))
+                run_ids[child.tags["compare.trial"]] = child.run_id
         log(f"resuming compare {parent_id[:8]}: {len(done)} trials already finished are kept")
     ctx = store.reopen(parents[0].run_id) if parents else store.start(
         EXPERIMENT, f"compare.{plan.suite.name}.{time.strftime('%m%d-%H%M%S')}",
@@ -145,7 +158,7 @@ def run_compare(plan: ComparePlan, paths: Paths, uri: str | None = None, log: Lo
     with ctx as parent:
         parent_id = parent.run_id
         log(f"compare run {parent_id} ({len(methods)} methods x {len(scenarios)} scenarios x {len(plan.seeds)} seeds)")
-        engine = _Engine(plan, paths, uri, store, parent_id, methods, scenarios, done, log, on_trial,
+        engine = _Engine(plan, paths, uri, store, parent_id, methods, scenarios, done, run_ids, log, on_trial,
                          runner or local_runner(plan.workers))
         try:
             engine.run()
@@ -168,10 +181,12 @@ class _Engine:
 
     def __init__(self, plan: ComparePlan, paths: Paths, uri: str | None, store: Any, parent_id: str,
                  methods: list[str], scenarios: list[tuple[str, str, str]], done: dict[str, dict[str, Any]],
-                 log: Log, on_trial: Callable[[dict[str, Any], int, int], None] | None, runner: Runner) -> None:
+                 run_ids: dict[str, str], log: Log, on_trial: Callable[[dict[str, Any], int, int], None] | None,
+                 runner: Runner) -> None:
         self.plan, self.paths, self.uri, self.store, self.parent_id = plan, paths, uri, store, parent_id
         self.methods, self.scenarios, self.log, self.on_trial, self.runner = methods, scenarios, log, on_trial, runner
         self.records: dict[str, dict[str, Any]] = dict(done)
+        self.run_ids = dict(run_ids)
         self.training: dict[str, dict[str, Any]] = {}
         self.pending: dict[Future[Any], tuple[str, Any]] = {}
         self.total = len(methods) * len(scenarios) * len(plan.seeds)
@@ -192,18 +207,31 @@ class _Engine:
 
     def run(self) -> None:
         # the longest jobs first: training, then the reference searches, then the trials that need neither
-        needs_search = [m for m in self.methods if m in REFERENCES]
         for name, agent in self.plan.agents.items():
             if any(self._trials(m, POLICY, self.scenarios) for m in self._policy_methods(name)):
                 self._start_agent(name, agent)
-        for entry in self.scenarios:
-            if any(self._trials(m, TUNER, [entry]) for m in needs_search):
+        if self.references:
+            for entry in self.scenarios:  # cached after the first time: it names the references' version
                 self._submit("search", run_search, SearchJob(entry[0], str(self.paths.root), self.plan.search_level))
         policies = {m for name in self.plan.agents for m in self._policy_methods(name)}
         for m in self.methods:
-            if m not in needs_search and m not in policies:
+            if m not in self.references and m not in policies:
                 for t in self._trials(m, TUNER, self.scenarios):
                     self._submit("trial", run_trial, t)
+        self._drain()
+        if self.references:  # every setting a method held, re-scored: best-known is the best anything showed
+            for entry in self.scenarios:
+                held = self._held(entry[1])
+                if held:
+                    self._submit("fold", run_fold, FoldJob(entry[0], str(self.paths.root), self.plan.search_level,
+                                                           held))
+            self._drain()
+
+    @property
+    def references(self) -> list[str]:
+        return [m for m in self.methods if m in REFERENCES]
+
+    def _drain(self) -> None:
         while self.pending:
             finished, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
             for fut in finished:
@@ -214,12 +242,42 @@ class _Engine:
                 elif kind == "search":
                     self.log(f"best-known search for {load_scenario(arg.scenario_ref).id} ready "
                              f"({result['wall_s']:.0f} s, cached)")
-                    entry = next(s for s in self.scenarios if s[0] == arg.scenario_ref)
-                    for m in needs_search:
-                        for t in self._trials(m, TUNER, [entry]):
-                            self._submit("trial", run_trial, t)
+                    self._reference_ready(arg.scenario_ref, result["reference"])
+                elif kind == "fold":
+                    sid = load_scenario(arg.scenario_ref).id
+                    for x in result["improved"]:
+                        self.log(f"best-known of {sid} improved: {x['target']} J {x['before']:.4f} -> {x['after']:.4f}"
+                                 f", a setting {x['source']} held")
+                    self.log(f"best-known of {sid}: {result['candidates']} settings methods held re-scored "
+                             f"({result['wall_s']:.0f} s), {len(result['improved'])} improvements folded in")
+                    self._reference_ready(arg.scenario_ref, result["reference"])
                 else:
                     self._agent_ready(result)
+
+    def _reference_ready(self, scenario_ref: str, reference: str) -> None:
+        """Evaluate the references of a scenario at this version; records of earlier versions are dropped."""
+        entry = next(s for s in self.scenarios if s[0] == scenario_ref)
+        stale = [k for k, r in self.records.items() if r["trial"]["scenario_key"] == entry[1]
+                 and r["trial"]["method"] in REFERENCES and r["trial"].get("reference", "") != reference]
+        for k in stale:  # kept in the store, no longer counted as a trial of this compare
+            del self.records[k]
+            if k in self.run_ids:
+                self.store.set_tags(self.run_ids.pop(k), {"compare.role": "superseded",
+                                                          "compare.superseded_by": reference})
+        for m in self.references:
+            for t in self._trials(m, TUNER, [entry], reference=reference):
+                self._submit("trial", run_trial, t)
+
+    def _held(self, scenario_key: str) -> tuple[tuple[str, str], ...]:
+        """(source, JSON settings) of every distinct setting the methods held on a scenario."""
+        out: dict[str, str] = {}
+        for r in self.records.values():
+            t = r["trial"]
+            if t["scenario_key"] != scenario_key or t["method"] in REFERENCES or "held_per_step" not in r:
+                continue
+            for s in r["held_per_step"]["settings"]:
+                out.setdefault(json.dumps(s, sort_keys=True), f"{t['method']} (seed {t['seed']})")
+        return tuple((src, s) for s, src in out.items())
 
     def _policy_methods(self, agent: str) -> list[str]:
         return [m for m in (agent, agent + SAFETY_SUFFIX) if m in self.methods]
@@ -268,8 +326,9 @@ class _Engine:
                 "command": "compare", "compare.role": "trial", "compare.trial": rec["key"],
                 "compare.key": self.plan.key}
         metrics = {**tracked({k: v for k, v in rec["metrics"].items() if v is not None}), **budget}
-        self.store.log_child(self.parent_id, f"{rec['scenario']}__{t['method']}__s{t['seed']}", tags, metrics,
-                             {TRIAL_ARTIFACT: json.dumps(rec)})
+        self.run_ids[rec["key"]] = self.store.log_child(
+            self.parent_id, f"{rec['scenario']}__{t['method']}__s{t['seed']}", tags, metrics,
+            {TRIAL_ARTIFACT: json.dumps(rec)})
         self.records[rec["key"]] = rec
         if self.on_trial is not None:
             self.on_trial(rec, len(self.records), self.total)

@@ -34,6 +34,7 @@ TUNER_SPECS: dict[str, tuple[str, dict[str, str]]] = {
     "expert": ("expert", {}),
     "random": ("random", {}),
     "gd-offline": ("gd", {"estimator": "spsa", "mode": "offline"}),
+    "gd-fd-offline": ("gd", {"estimator": "fd", "mode": "offline"}),  # the article's other estimator
     "gd-online": ("gd", {"estimator": "spsa", "mode": "online"}),
     "bo": ("bo", {"sampler": "tpe"}),
     "controller": ("controller", {}),
@@ -45,7 +46,7 @@ class MethodUnavailable(VVHOError):
 
 
 def available_tuners() -> tuple[str, ...]:
-    """The compare methods the installed baselines/ provides (the feedback controller comes with issue 9)."""
+    """The compare methods the installed baselines/ provides."""
     from baselines.methods import METHODS
 
     return (*(m for m, (name, _) in TUNER_SPECS.items() if name in METHODS), BEST_KNOWN, BEST_STATIC)
@@ -74,7 +75,8 @@ def _search_config(level: str) -> Any:
         return SearchConfig(seeds=(1,), windows=4, warmup=2, sweeps=1)
     if level == "smoke":  # for smoke tests only: one start, a 3-point grid, two measured windows
         return SearchConfig(seeds=(1,), windows=2, warmup=1, grid=3, sweeps=1, starts=("default",))
-    return SearchConfig()
+    # the reference of record: three seeds, and two rounds of refinement off the grid
+    return SearchConfig(seeds=(101, 202, 303), refine=2)
 
 
 def best_known_settings(scenario: Scenario, paths: Paths, level: str = "full") -> tuple[list[Settings], Settings]:
@@ -84,6 +86,23 @@ def best_known_settings(scenario: Scenario, paths: Paths, level: str = "full") -
 
     found = search.best_settings(scenario, _search_config(level), cache_dir=paths.oracle)
     return [dict(r.settings) for r in found.per_phase], dict(found.static.settings)
+
+
+def reference_digest(per_phase: list[Settings], static: Settings) -> str:
+    """Names one version of a scenario's references (best-known grows as methods show better settings)."""
+    import hashlib
+    import json
+
+    blob = json.dumps({"per_phase": per_phase, "static": static}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def fold_into_best_known(scenario: Scenario, held: list[tuple[str, Settings]], paths: Paths,
+                         level: str = "full") -> list[dict[str, Any]]:
+    """Re-score the settings methods held on the search's seeds; fold the better ones into best-known."""
+    from baselines.best_known import fold_in
+
+    return [x.as_dict() for x in fold_in(scenario, _search_config(level), held, cache_dir=paths.oracle)]
 
 
 def run_tuner_trial(method: str, scenario: Scenario, seed: int, budget: int, paths: Paths,
@@ -108,7 +127,8 @@ def run_tuner_trial(method: str, scenario: Scenario, seed: int, budget: int, pat
         spec = MethodSpec.parse(name, **variant)
         outcome = run_tuner(spec, env, build_space(env), budget, tune_seed, [eval_seed], scenario.episode_intervals)
         return MethodTrial(outcome.evaluation, env.knob_names, _last(outcome.evaluation, outcome.settings),
-                           {"tuning_windows": outcome.windows, "hparam_windows": 0})
+                           {"tuning_windows": outcome.windows, "settle_windows": outcome.settle_windows,
+                            "hparam_windows": 0})
     finally:
         env.close()
 

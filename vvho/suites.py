@@ -32,7 +32,7 @@ from vvho_env.variants import SEPARATOR
 
 SUITE_DIR = Path(str(resources.files("vvho") / "configs" / "suites"))
 SCHEMA_PATH = SUITE_DIR / "schema.json"
-TUNERS = ("static-default", "expert", "random", "gd-offline", "gd-online", "bo", "controller")
+TUNERS = ("static-default", "expert", "random", "gd-offline", "gd-fd-offline", "gd-online", "bo", "controller")
 REFERENCES = ("best-known", "best-static")
 RL_ALGORITHMS = ("ppo", "recurrent_ppo", "a2c", "sac", "td3")
 DEFAULT_METHODS = (*TUNERS, *REFERENCES, "ppo")

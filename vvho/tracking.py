@@ -397,6 +397,11 @@ class Store:
         client.set_terminated(run.info.run_id, status="FINISHED")
         return str(run.info.run_id)
 
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        client = self.client()
+        for k, v in tags.items():
+            client.set_tag(run_id, k, v)
+
     def download(self, run_id: str, artifact: str, dst: Path) -> Path:
         import mlflow
 

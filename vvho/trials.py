@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -38,10 +39,12 @@ class Trial:
     bundle: str | None = None
     train_steps: int = 0
     safety: bool = False  # a policy judged under its safety layer
+    reference: str = ""  # best-known and best-static: the digest of the reference settings they evaluate
 
     @property
     def key(self) -> str:
-        return f"{self.method}|{self.scenario_key}|s{self.seed}|b{self.budget}"
+        key = f"{self.method}|{self.scenario_key}|s{self.seed}|b{self.budget}"
+        return f"{key}|r{self.reference}" if self.reference else key
 
 
 def _threads() -> None:
@@ -69,6 +72,8 @@ def run_trial(trial: Trial) -> dict[str, Any]:
         if tel.histogram is not None:
             hist = tel.histogram.astype(np.int64) if hist.size == 0 else hist + tel.histogram
     nz = np.flatnonzero(hist)
+    distinct: dict[str, int] = {}
+    held = [distinct.setdefault(json.dumps(s, sort_keys=True), len(distinct)) for s in ev.settings]
 
     def num(v: float) -> float | None:
         return float(v) if math.isfinite(v) else None
@@ -83,6 +88,8 @@ def run_trial(trial: Trial) -> dict[str, Any]:
                   "phase": [sc.phase_at(i + 1)[1].name for i in range(ev.steps)],
                   "knobs": [unit_positions(s, out.knob_names) for s in ev.settings]},
         "histogram": {"index": nz.tolist(), "count": hist[nz].tolist()},
+        # every setting held during the evaluation, exactly (the compare folds them into best-known)
+        "held_per_step": {"settings": [json.loads(s) for s in distinct], "index": held},
         "held": out.held, "notes": out.notes, "truncated": ev.truncated_reason, "wall_s": time.time() - t0,
     }
 
@@ -97,12 +104,36 @@ class SearchJob:
 def run_search(job: SearchJob) -> dict[str, Any]:
     """The best-known search of one scenario (a no-op when it is cached)."""
     _threads()
-    from vvho.compare_methods import best_known_settings
+    from vvho.compare_methods import best_known_settings, reference_digest
     from vvho_env.scenarios import load_scenario
 
     t0 = time.time()
     per_phase, static = best_known_settings(load_scenario(job.scenario_ref), Paths.at(job.results_dir), job.level)
-    return {"scenario_ref": job.scenario_ref, "per_phase": per_phase, "static": static, "wall_s": time.time() - t0}
+    return {"scenario_ref": job.scenario_ref, "per_phase": per_phase, "static": static,
+            "reference": reference_digest(per_phase, static), "wall_s": time.time() - t0}
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    scenario_ref: str
+    results_dir: str
+    level: str
+    held: tuple[tuple[str, str], ...]  # (source, JSON of full settings) of every setting methods held
+
+
+def run_fold(job: FoldJob) -> dict[str, Any]:
+    """Fold the settings methods held into the scenario's best-known (baselines.best_known); the
+    improvements and the reference digest after them."""
+    _threads()
+    from vvho.compare_methods import best_known_settings, fold_into_best_known, reference_digest
+    from vvho_env.scenarios import load_scenario
+
+    t0 = time.time()
+    sc, paths = load_scenario(job.scenario_ref), Paths.at(job.results_dir)
+    improved = fold_into_best_known(sc, [(src, json.loads(s)) for src, s in job.held], paths, job.level)
+    per_phase, static = best_known_settings(sc, paths, job.level)
+    return {"scenario_ref": job.scenario_ref, "improved": improved, "candidates": len(job.held),
+            "reference": reference_digest(per_phase, static), "wall_s": time.time() - t0}
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import numpy as np
 from vvho_env.knobs import KnobValue
 from vvho_env.sim.engine import bandwidth, fair, idle, network, ple, polling, rt, topology
 from vvho_env.sim.engine.layout import KnobWriter, new_state
-from vvho_env.sim.engine.loop import run_batch, run_until
+from vvho_env.sim.engine.loop import run_batch
 from vvho_env.sim.engine.rng import seed_rng
 from vvho_env.sim.engine.topology import configure
 from vvho_env.sim.engine.workload import write_phase
@@ -59,5 +59,5 @@ def write_knobs(cfg: np.ndarray, settings: Mapping[str, KnobValue], profile: Hos
         cfg[slot] = convert(settings[name], profile)
 
 
-__all__ = ["KNOB_MODULES", "KNOB_WRITERS", "configure", "new_state", "run_batch", "run_until", "seed_rng",
+__all__ = ["KNOB_MODULES", "KNOB_WRITERS", "configure", "new_state", "run_batch", "seed_rng",
            "write_knobs", "write_phase"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vvho_env.sim.engine.jit import jit
+from vvho_env.sim.engine.jit import jit, jit_inline
 from vvho_env.sim.engine.layout import ME, X_DL, X_LAG, X_VR, X_W, Cfg, Cpu, Ent, KnobWriter, St, ci, ei
 
 KNOB_WRITERS: dict[str, KnobWriter] = {
@@ -30,13 +30,13 @@ def avg_vruntime(S: np.ndarray, X: np.ndarray, p: int) -> float:
     return num / den if den > 0 else -1.0
 
 
-@jit
+@jit_inline
 def new_deadline(X: np.ndarray, cfg: np.ndarray, e: int) -> None:
     """A new request of one slice: deadline = vruntime + slice / weight."""
     X[X_DL + e] = X[X_VR + e] + cfg[Cfg.SLICE] * 1024.0 / X[X_W + e]
 
 
-@jit
+@jit_inline
 def renew_reached_deadline(X: np.ndarray, cfg: np.ndarray, e: int) -> None:
     """A new slice once the current one is served. Less than 1 ns of service left counts as reached:
     after a weight drop (cpu_shares change) an old deadline can sit a fraction of a ns ahead, and a
@@ -45,7 +45,7 @@ def renew_reached_deadline(X: np.ndarray, cfg: np.ndarray, e: int) -> None:
         new_deadline(X, cfg, e)
 
 
-@jit
+@jit_inline
 def start_slice(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, e: int, now: int, delay: int) -> None:
     """Fair entity e starts running on p (after delay ns of idle exit): its slice ends where its
     virtual deadline is reached."""
@@ -53,7 +53,7 @@ def start_slice(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, e: int, n
     S[ci(p, Cpu.SLICE_END)] = now + delay + int((X[X_DL + e] - X[X_VR + e]) * X[X_W + e] / 1024.0)
 
 
-@jit
+@jit_inline
 def pick_fair(S: np.ndarray, X: np.ndarray, p: int) -> int:
     """The eligible fair entity waiting on p with the earliest deadline (the least vruntime when none is
     eligible); -1 when none waits."""
@@ -73,7 +73,7 @@ def pick_fair(S: np.ndarray, X: np.ndarray, p: int) -> int:
     return best if best >= 0 else fallback
 
 
-@jit
+@jit_inline
 def save_lag(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, e: int) -> None:
     """e leaves p's queue: keep its lag across the sleep, clamped as the kernel does (2 slices of service)."""
     limit = 2.0 * cfg[Cfg.SLICE] * 1024.0 / X[X_W + e]
@@ -81,7 +81,7 @@ def save_lag(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, e: int) -> N
     X[X_LAG + e] = min(limit, max(-limit, lag))
 
 
-@jit
+@jit_inline
 def place_entity(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, e: int) -> None:
     """e wakes on p: vruntime at the average minus its saved lag (place_entity with PLACE_LAG), a new slice."""
     v = avg_vruntime(S, X, p)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from vvho_env.sim.engine.accounting import charge, trace
-from vvho_env.sim.engine.jit import jit
+from vvho_env.sim.engine.jit import jit, jit_inline
 from vvho_env.sim.engine.layout import (
     E_NEIGH0,
     ME,
@@ -167,7 +167,7 @@ def guest_enqueue(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cf
     notify_vcpu(S, X, T, R, cfg, prof, now, False, -1)
 
 
-@jit
+@jit_inline
 def vcpu_done(S: np.ndarray, X: np.ndarray, T: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.ndarray,
               e: int, p: int, now: int) -> None:
     """vCPU e's activity on p is done: a served request is kicked to the backend, a critical section

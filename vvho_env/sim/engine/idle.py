@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vvho_env.sim.engine.jit import jit
+from vvho_env.sim.engine.jit import jit_inline
 from vvho_env.sim.engine.layout import (
     EV_CPU0,
     INF,
@@ -28,7 +28,7 @@ KNOB_WRITERS: dict[str, KnobWriter] = {
 }
 
 
-@jit
+@jit_inline
 def enter_idle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, now: int) -> None:
     """Nothing runs on p: the governor picks a C-state for the predicted idle time (the running average
     of past idle periods, cut at the next guest tick)."""
@@ -49,7 +49,7 @@ def enter_idle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, 
     S[ci(p, Cpu.EXIT_LAT)] = int(lat)
 
 
-@jit
+@jit_inline
 def exit_idle(S: np.ndarray, X: np.ndarray, p: int, now: int) -> int:
     """p leaves idle (if it was): account the idle period, update the prediction; returns the exit
     latency the next segment starts with (0 when p was not idle)."""

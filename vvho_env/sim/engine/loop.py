@@ -11,7 +11,7 @@ import numpy as np
 
 from vvho_env.sim.engine.accounting import charge, complete
 from vvho_env.sim.engine.guest import guest_enqueue, notify_vcpu, vcpu_done
-from vvho_env.sim.engine.jit import jit
+from vvho_env.sim.engine.jit import jit, jit_inline
 from vvho_env.sim.engine.layout import (
     EV_CPU0,
     EV_ENT0,
@@ -73,7 +73,7 @@ def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: 
     vcpu_done(S, X, T, R, cfg, prof, e, p, now)
 
 
-@jit
+@jit_inline
 def bandwidth_period(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, now: int) -> None:
     """A CFS bandwidth period ends: buckets refill, throttled entities wake, segments are re-timed."""
     S[OFF_EV + Ev.PERIOD] = now + int(cfg[Cfg.PERIOD])
@@ -90,7 +90,7 @@ def bandwidth_period(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.nda
             set_seg_end(S, X, cfg, prof, p, now)
 
 
-@jit
+@jit_inline
 def rt_period(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, now: int) -> None:
     """An RT period ends: RT runtime refills, RT-throttled pCPUs run their FIFO tasks again."""
     S[OFF_EV + Ev.RT] = now + int(prof[Prof.RT_PERIOD_NS])
@@ -109,7 +109,7 @@ def rt_period(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, n
             set_seg_end(S, X, cfg, prof, p, now)
 
 
-@jit
+@jit_inline
 def delay_line_out(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: np.ndarray, cfg: np.ndarray,
                    prof: np.ndarray, now: int) -> None:
     """The head of the PMD / SR-IOV delay line comes out: to the guest, or back to the client."""

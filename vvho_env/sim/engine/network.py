@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vvho_env.sim.engine.jit import jit
+from vvho_env.sim.engine.jit import jit, jit_inline
 from vvho_env.sim.engine.layout import (
     E_BACKEND,
     INF,
@@ -111,7 +111,7 @@ def nic_deliver(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray,
     S[Scalar.NIC_HEAD] = tail
 
 
-@jit
+@jit_inline
 def nic_receive(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, now: int) -> None:
     """A packet arrived at the NIC: delivered now (no coalescing, or the PMD polling the ring), or when the
     rx-usecs timer already running or started now fires."""

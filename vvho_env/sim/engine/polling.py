@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from vvho_env.sim.engine.accounting import trace
-from vvho_env.sim.engine.jit import jit
+from vvho_env.sim.engine.jit import jit, jit_inline
 from vvho_env.sim.engine.layout import OFF_ACC, Acc, Act, Cfg, Ent, KnobWriter, Prof, Tr, ei
 from vvho_env.sim.engine.runqueue import others_runnable, set_seg_end
 from vvho_env.sim.engine.scheduler import vcpu_block
@@ -79,7 +79,7 @@ def update_guest_window(S: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int
                                        prof[Prof.GUEST_POLL_SHRINK])
 
 
-@jit
+@jit_inline
 def vcpu_idle(S: np.ndarray, X: np.ndarray, T: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int, p: int,
               now: int) -> None:
     """vCPU e on p has no work: busy poll (right after a request), guest haltpoll, else HLT, which exits

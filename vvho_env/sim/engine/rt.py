@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vvho_env.sim.engine.jit import jit
+from vvho_env.sim.engine.jit import jit_inline
 from vvho_env.sim.engine.layout import INF, ME, Cfg, Cpu, Ent, KnobWriter, Prof, St, ci, ei
 
 KNOB_WRITERS: dict[str, KnobWriter] = {
@@ -17,7 +17,7 @@ KNOB_WRITERS: dict[str, KnobWriter] = {
 }
 
 
-@jit
+@jit_inline
 def pick_rt(S: np.ndarray, p: int) -> int:
     """The FIFO entity waiting longest on p, -1 when none waits or p is RT-throttled."""
     best = -1
@@ -31,13 +31,13 @@ def pick_rt(S: np.ndarray, p: int) -> int:
     return best
 
 
-@jit
+@jit_inline
 def rt_exhausted(S: np.ndarray, prof: np.ndarray, p: int, e: int) -> bool:
     """Whether FIFO entity e running on p has used up p's RT runtime of this period."""
     return S[ei(e, Ent.FIFO)] == 1 and S[ci(p, Cpu.RT_USED)] >= int(prof[Prof.RT_RUNTIME_NS])
 
 
-@jit
+@jit_inline
 def fifo_waiting(S: np.ndarray, p: int) -> bool:
     """Whether a FIFO entity waits on p."""
     for o in range(ME):

@@ -22,7 +22,7 @@ from vvho_env.sim.engine.fair import (
     start_slice,
 )
 from vvho_env.sim.engine.idle import enter_idle, exit_idle
-from vvho_env.sim.engine.jit import jit
+from vvho_env.sim.engine.jit import jit, jit_inline
 from vvho_env.sim.engine.layout import (
     INF,
     ME,
@@ -186,7 +186,7 @@ def vcpu_block(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, 
     pick(S, X, cfg, prof, p, now)
 
 
-@jit
+@jit_inline
 def yield_to(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int, now: int) -> None:
     """kvm_vcpu_on_spin's yield_to: a waiting e runs next on its pCPU unless a FIFO task runs there."""
     q = S[ei(e, Ent.CPU)]
@@ -199,7 +199,7 @@ def yield_to(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e:
             dispatch(S, X, cfg, prof, q, e, now)
 
 
-@jit
+@jit_inline
 def segment_end(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, now: int) -> bool:
     """p's running segment ended (charged up to now). Handles the scheduler's reasons: bandwidth spent
     (throttled until the next period), RT runtime spent (RT-throttled), slice expired with work left

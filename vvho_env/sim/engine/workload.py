@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from vvho_env.scenarios import Phase, Scenario
-from vvho_env.sim.engine.jit import jit
+from vvho_env.sim.engine.jit import jit, jit_inline
 from vvho_env.sim.engine.layout import (
     CFG_ND0,
     E_NEIGH0,
@@ -83,7 +83,7 @@ def sample_service(S: np.ndarray, R: np.ndarray, cfg: np.ndarray) -> int:
     return int(s)
 
 
-@jit
+@jit_inline
 def arrive(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.ndarray, now: int) -> None:
     """A request arrives at the host NIC (dropped and counted when the in-flight ring is full; held at the
     NIC during a guest outage)."""
@@ -106,7 +106,7 @@ def arrive(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: n
     nic_receive(S, X, cfg, prof, now)
 
 
-@jit
+@jit_inline
 def mmpp_switch(S: np.ndarray, R: np.ndarray, cfg: np.ndarray, now: int) -> None:
     """The MMPP flips between its low and high state; the next arrival is redrawn at the new rate."""
     S[Scalar.MMPP_HIGH] = 1 - S[Scalar.MMPP_HIGH]
@@ -135,7 +135,7 @@ def schedule_neighbour(S: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.n
     S[ei(e, Ent.AFTER)] = S[ei(e, Ent.REM)]  # the burst's CPU work, for the slowdown measure
 
 
-@jit
+@jit_inline
 def neighbour_event(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int,
                     now: int) -> None:
     """Neighbour e's think time ended: its burst becomes runnable (or its demand is checked again)."""
@@ -147,7 +147,7 @@ def neighbour_event(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray
         make_runnable(S, X, cfg, prof, e, now)
 
 
-@jit
+@jit_inline
 def neighbour_done(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, e: int,
                    now: int) -> None:
     """Neighbour e finished its burst on p: its slowdown is measured, it thinks, p picks what runs next."""
