@@ -227,9 +227,10 @@ def test_guest_haltpoll_pingpong() -> None:
     assert guest.measured < host.measured  # guest polling avoids the exit and the host wake-up
 
 
-@pytest.mark.xfail(strict=True, reason="measured +83% vs published +2%: a guest spinlock is a per-request coin "
-                   "with no shared lock state; with PLE off a waiter spins until the preempted vCPU runs again, "
-                   "with no directed yield or PLE window grow/shrink, nor paravirtual spinlocks (issue 8)")
+@pytest.mark.xfail(strict=True, reason="measured -0.2% vs published +2% (before the shared-lock model: +83%): "
+                   "the lock is now shared state with PLE grow/shrink and directed yield, but without wake-up "
+                   "preemption a vCPU is almost never descheduled while it holds the lock, so PLE has no "
+                   "lock-holder preemption to cut (issue 8)")
 def test_ple_gain_under_overcommit() -> None:
     _check(C.ple_overcommit_kernbench())
 
