@@ -4,7 +4,7 @@ It watches each scored window's p99 against the SLO (and whether load went unser
 headroom, and moves one knob at a time along a ladder of remedies, as the per-service CPU controllers
 of Autothrottle (NSDI'24) and the rule-based autoscalers that RL-autoscaling benchmarks found hardest to
 beat do. It is an online method: it keeps acting while it is evaluated, its tuning budget having chosen
-its gains (baselines.hparams sweeps them on held-out seeds, as for every tuner).
+its gains (baselines.hparams sweeps them on training scenarios, as for every tuner).
 
 Pressure: p99 above the SLO, or served load below offered by more than 5%. Slack: p99 below ``slack``
 times the SLO with all load served. Under pressure, the first remedy that applies, in this order:

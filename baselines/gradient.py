@@ -78,7 +78,8 @@ MODES = ("offline", "online")
 @dataclass(frozen=True)
 class GDConfig:
     """Hyperparameters of the article's gradient descent. step and perturb: the centre of the sweep grid of
-    baselines.hparams, which `vvho baseline` can sweep per scenario and budget."""
+    baselines.hparams, which sweeps them on training scenarios at a budget (`vvho compare`, `vvho baseline
+    --tune-hparams-on`)."""
 
     estimator: str = "spsa"  # "fd" | "spsa"
     mode: str = "offline"  # "offline" | "online"

@@ -26,7 +26,7 @@ import numpy as np
 
 from vvho_env import SIM_HASH, knobs
 from vvho_env.env import acting_knobs
-from vvho_env.objective import Objective, objective_for
+from vvho_env.objective import Objective, definition_digest, objective_for
 from vvho_env.paths import Paths
 from vvho_env.scenarios import Scenario, load_scenario
 from vvho_env.sim.backend import BatchSim
@@ -196,8 +196,8 @@ class AdaptivityResult:
 def best_settings(scenario: str | Scenario, cfg: SearchConfig | None = None,
                   use_cache: bool = True, cache_dir: Path | None = None) -> AdaptivityResult:
     """Best per-phase settings and best single static setting of a scenario (cached in `cache_dir`,
-    default the results directory's oracle/ folder, per scenario content, simulator hash and search
-    configuration)."""
+    default the results directory's oracle/ folder, per scenario content, simulator hash, objective
+    definition, knob scales and search configuration)."""
     sc = load_scenario(scenario)
     cfg = cfg or SearchConfig()
     names = cfg.knob_names or acting_knobs(sc.host_profile, None)
@@ -228,7 +228,9 @@ def best_settings(scenario: str | Scenario, cfg: SearchConfig | None = None,
 def cache_path(sc: Scenario, cfg: SearchConfig, cache_dir: Path | None = None) -> Path:
     """Where the search result of `sc` under `cfg` is cached (default: the results directory's oracle/)."""
     folder = cache_dir if cache_dir is not None else Paths.at().oracle
-    return folder / f"{sc.id}__{sc.content_hash[:16]}__{SIM_HASH}__{cfg.key()}.json"
+    # everything the cached objective values depend on: the scenario, the simulator, the objective, the scales
+    values = hashlib.sha256(f"{definition_digest()}|{knobs.scales_digest()}".encode()).hexdigest()[:8]
+    return folder / f"{sc.id}__{sc.content_hash[:16]}__{SIM_HASH}__{values}__{cfg.key()}.json"
 
 
 def save(result: AdaptivityResult, path: Path) -> None:

@@ -74,9 +74,11 @@ class UnitSpace:
         for i, n in enumerate(self.names):
             k = knobs.get(n)
             if k.kind in ("categorical", "bool"):
-                out[i] = 1.0 / len(k.choices) + 1e-3
-            elif k.off is not None or k.unlimited is not None:
-                out[i] = knobs.SPECIAL_BAND + 1e-3  # from the off/unlimited point out of its flat band
+                a, b = k.preimage(k.choices[0])  # every bin is as wide: from its centre, half of it
+                out[i] = (b - a) / 2.0 + 1e-3
+            elif (special := k.off if k.off is not None else k.unlimited) is not None:
+                a, b = k.preimage(special)  # from the off/unlimited point out of its flat band
+                out[i] = (b - a) + 1e-3
         return out
 
     def reach(self, x: np.ndarray, margin: float = 1e-3) -> np.ndarray:

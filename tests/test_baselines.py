@@ -5,6 +5,7 @@ and the CLI's errors on bad input. Short scenarios and budgets: the whole file r
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import sqlite3
@@ -264,6 +265,54 @@ def test_cli_bad_input(tmp_path: Path, args: tuple[str, ...], expect: str) -> No
     code, out = _cli(*args, "--no-tune-hparams", "--no-oracle", tmp=tmp_path)
     assert code == 2, out
     assert expect in out, out
+
+
+@pytest.mark.parametrize("args,expect", [
+    (("--tune-hparams-on", "steady-low-v0"), "--tune-hparams-on: steady-low-v0 is the evaluation scenario"),
+    (("--tune-hparams-on", "flash-crowd-v0,steady-low-v0"), "--tune-hparams-on: steady-low-v0 is the evaluation"),
+    (("--tune-hparams",), "--tune-hparams: name the training scenarios to sweep on with --tune-hparams-on"),
+    (("--tune-hparams-on", "flash-crowd-v0", "--no-tune-hparams"), "contradict each other"),
+])
+def test_cli_never_tunes_hyperparameters_on_the_evaluation_scenario(tmp_path: Path, args: tuple[str, ...],
+                                                                    expect: str) -> None:
+    code, out = _cli("--method", "random", "--scenario", "steady-low-v0", "--budget", "4", "--no-oracle", *args,
+                     tmp=tmp_path)
+    assert code == 2, out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and expect in lines[0], out  # one line, naming the option
+    assert not (tmp_path / "baselines" / "hparams").exists()  # refused before any sweep
+
+
+def test_cli_sweeps_hyperparameters_on_the_training_scenario_and_counts_them(tmp_path: Path) -> None:
+    code, out = _cli("--method", "random", "--scenario", "steady-low-v0", "--budget", "4", "--no-oracle",
+                     "--eval-steps", "2", "--eval-episodes", "1", "--tune-hparams-on", "flash-crowd-v0", "--json",
+                     tmp=tmp_path)
+    assert code == 0, out
+    lines = out.splitlines()
+    d = json.loads("\n".join(lines[next(i for i, ln in enumerate(lines) if ln.startswith("{")):]))
+    assert d["windows"]["hyperparameters"] > 0
+    assert d["hyperparameter_scenarios"] == [load_scenario("flash-crowd-v0").key]
+    assert d["hyperparameter_source"].startswith("sweep on training scenario(s) flash-crowd-v0")
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    run = client.get_run(d["run_id"])
+    assert run.data.metrics["budget/hparam_windows"] == d["windows"]["hyperparameters"]
+    code, out = _cli("--method", "random", "--scenario", "steady-low-v0", "--budget", "4", "--no-oracle",
+                     "--eval-steps", "2", "--eval-episodes", "1", "--tune-hparams-on", "flash-crowd-v0",
+                     tmp=tmp_path)
+    assert code == 0, out
+    assert "hyperparameter sweep:" in out and "(cached: spent earlier, not now)" in out
+    assert f"+ {d['windows']['hyperparameters']:,} hp" in out  # the sweep's windows beside the result
+
+
+def test_sweep_refuses_the_evaluation_scenario_by_content() -> None:
+    from baselines.hparams import HParamError, sweep
+    from baselines.methods import MethodSpec
+
+    sc = load_scenario("steady-low-v0")
+    with pytest.raises(HParamError, match="is the evaluation scenario"):
+        sweep(MethodSpec.parse("random"), [sc], 4, 2, evaluation=[load_scenario("steady-low-v0")], use_cache=False)
 
 
 def test_refinement_off_the_grid_improves_the_search() -> None:

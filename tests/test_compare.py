@@ -149,3 +149,33 @@ def test_best_known_grows_with_what_methods_held(tmp_path: Path) -> None:
     assert roles.count("trial") == out["records"]
     superseded = [r for r in runs if r.data.tags.get("compare.role") == "superseded"]
     assert superseded and {r.data.tags["method"] for r in superseded} <= {"best-known", "best-static"}
+
+
+def test_tuner_hyperparameters_are_swept_on_training_scenarios_only(tmp_path: Path) -> None:
+    """compare sweeps a tuner's hyperparameters on the suite's training scenarios, counts the windows in
+    every trial of the tuner (hparam_windows > 0), and never runs the sweep on a held-out scenario."""
+    import mlflow
+
+    suite = load_suite("tiny")
+    res = runner.invoke(app, ["compare", "--suite", "tiny", "--methods", "static-default,random", "--seeds", "1",
+                              "--results-dir", str(tmp_path), "--workers", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "random: hyperparameters" in res.output and "counted in its budget" in res.output
+    training = {load_scenario(r).key for r in suite.train}
+    held_out = {load_scenario(r).key for r in suite.held_out.refs()}
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("vvho-compare").experiment_id], max_results=1000)
+    trials = [r for r in runs if r.data.tags.get("compare.role") == "trial"]
+    assert {r.data.tags["role"] for r in trials} == {"train", "held-out"}  # judged on both kinds
+    for r in trials:
+        if r.data.tags["method"] == "random":
+            assert r.data.metrics["budget/hparam_windows"] > 0
+            swept = set(r.data.tags["hparam_scenarios"].split(","))
+            assert swept == training and not swept & held_out
+        else:
+            assert r.data.metrics.get("budget/hparam_windows", 0) == 0  # static-default has none to sweep
+    caches = list((tmp_path / "baselines" / "hparams").glob("*.json"))
+    assert caches  # the sweep itself records where it ran
+    for c in caches:
+        assert set(json.loads(c.read_text())["scenarios"]) == training
+    assert "hparam windows (once, on the training scenarios)" in (tmp_path / "tiny" / "report.md").read_text()

@@ -41,6 +41,29 @@ def _parse_bound(text: str) -> tuple[str, tuple[str, str]]:
         raise knobs.KnobError(f"bound {text!r}: not a number; accepted for {knob.name}: {knob.accepted()}") from None
 
 
+HPARAMS_OPTION = "--tune-hparams-on"
+
+
+def _training_scenarios(text: str | None, flag: bool | None, evaluation: Any) -> list[Any]:
+    """The scenarios of --tune-hparams-on, checked: none when not given; refused when one is the evaluation
+    scenario (by content) or when --tune-hparams asks for a sweep without them."""
+    from baselines.hparams import HParamError, check_training
+    from vvho_env.scenarios import load_scenario
+
+    if text is None:
+        if flag:
+            raise HParamError(f"--tune-hparams: name the training scenarios to sweep on with {HPARAMS_OPTION} "
+                              "SCENARIO[,SCENARIO]; accepted: scenarios other than the evaluation scenario "
+                              "(hyperparameters are never tuned on it)")
+        return []
+    if flag is False:
+        raise HParamError(f"--no-tune-hparams and {HPARAMS_OPTION} contradict each other; accepted: one of them")
+    refs = [r.strip() for r in text.split(",") if r.strip()]
+    training = [load_scenario(r) for r in dict.fromkeys(refs)]
+    check_training(training, [evaluation], HPARAMS_OPTION)
+    return training
+
+
 def _label(name: str) -> str:
     """What users read: the oracle search is a best-known reference, not a limit."""
     return "best-known" if name == "oracle" else name
@@ -55,8 +78,7 @@ def summary_rows(report: Any) -> tuple[list[ui.Col], list[list[str]]]:
     refs = list(report.references)
     cols = COLS + [ui.Col(f"{m} / {_label(r)}") for m in ("J", "p99", "CPU") for r in refs]
     out = report.outcome
-    windows = {out.label: f"{out.windows:,}" + (f" + {report.hparams['sweep_windows']:,} hp"
-                                                 if "sweep_windows" in report.hparams else "")}
+    windows = {out.label: f"{out.windows:,} + {report.hparams.get('sweep_windows', 0):,} hp"}  # tuning + sweep
 
     def row(name: str, m: dict[str, float], ratios: bool) -> list[str]:
         cells = [_label(name), ui.fmt(m["p50_us"], ",.1f"), ui.fmt(m["p99_us"], ",.1f"), ui.fmt(m["p999_us"], ",.1f"),
@@ -82,6 +104,7 @@ def _summary_json(report: Any, spec: Any, hp_info: dict[str, Any], changed: dict
             "windows": {"tuning": out.windows, "settle": out.settle_windows, "resumed": out.resumed_windows,
                         "hyperparameters": hp_info.get("sweep_windows", 0)},
             "hyperparameters": spec.config_dict(), "hyperparameter_source": hp_info["source"],
+            "hyperparameter_scenarios": hp_info.get("scenarios", []),
             "settings": out.settings, "changed_settings": changed, "beats_best_known": report.beats_oracle}
 
 
@@ -97,7 +120,8 @@ def _log_mlflow(report: Any, uri: str | None, name: str | None, extra_tags: dict
               "bounds": json.dumps(dict(cfg.bounds)),
               **{f"hp.{k}": v for k, v in cfg.spec.config_dict().items()}}
     tags = {"hparam_sweep_windows": str(report.hparams.get("sweep_windows", 0)),
-            "hparams_source": str(report.hparams.get("source", "defaults")), **extra_tags}
+            "hparams_source": str(report.hparams.get("source", "defaults")),
+            "hparam_scenarios": ",".join(report.hparams.get("scenarios", [])), **extra_tags}
     if out.storage is not None:
         tags["optuna_storage"] = str(out.storage.resolve())
     with tracked_run("vvho-baselines", name or run_name(cfg.scenario.id, out.label, cfg.seed), params, uri=uri,
@@ -113,7 +137,8 @@ def _log_mlflow(report: Any, uri: str | None, name: str | None, extra_tags: dict
                             "cpu/vm_cores": m["vm_cpu"], "neighbour/cpu": m["neighbour_cpu"],
                             "neighbour/slowdown": m["neighbour_slowdown"], "objective/J": m["objective"],
                             "budget/windows_spent": out.windows, "budget/windows_settle": out.settle_windows,
-                            "budget/windows_resumed": out.resumed_windows})
+                            "budget/windows_resumed": out.resumed_windows,
+                            "budget/hparam_windows": report.hparams.get("sweep_windows", 0)})
         for r in report.references:
             for metric, name in (("objective", "J"), ("p99_us", "p99"), ("vm_cpu", "cpu")):
                 mlflow.log_metric(f"ratio/{name}_to_{r}", _finite(report.ratio(r, metric)))
@@ -150,8 +175,12 @@ def baseline(
                                                    help="windows per evaluation episode (default: episode)")] = None,
     knob: Annotated[list[str] | None, typer.Option("--knob", help="tune only these knobs (repeatable)")] = None,
     bound: Annotated[list[str] | None, typer.Option("--bound", help="name=low:high search bound (repeatable)")] = None,
-    tune_hparams: Annotated[bool, typer.Option(help="first sweep the tuner's own hyperparameters on a training "
-                                               "scenario (opt-in; cached; its windows are printed)")] = False,
+    tune_hparams_on: Annotated[str | None, typer.Option(
+        "--tune-hparams-on", metavar="SCENARIO[,SCENARIO]",
+        help="first sweep the tuner's own hyperparameters on these training scenarios, never the evaluation "
+             "scenario (opt-in; cached; its progress and cost in windows are printed beside the result)")] = None,
+    tune_hparams: Annotated[bool | None, typer.Option(
+        help="--no-tune-hparams: no sweep (the default); --tune-hparams needs --tune-hparams-on")] = None,
     oracle: Annotated[bool, typer.Option("--best-known/--no-best-known", "--oracle/--no-oracle",
                                          help="sim: compare with the best-known reference (its search is "
                                               "computed once and cached)")] = True,
@@ -170,7 +199,7 @@ def baseline(
     """Tune with one baseline on a budget of measurement windows, evaluate on fresh seeds, compare with the
     best-known reference (simulator) or static-default and the best static setting found (live), and
     track it in MLflow."""
-    from baselines.hparams import sweep
+    from baselines.hparams import grid_cost, has_grid, sweep
     from baselines.methods import MethodSpec
     from baselines.run import RunConfig, run_baseline, study_path
     from vvho.tracking import Store, parse_tags
@@ -189,23 +218,29 @@ def baseline(
         cfg = RunConfig(spec, sc, budget, seed, backend,
                         eval_episodes or (1 if backend == "live" else 3), eval_steps,
                         tuple(knob) if knob else None, bounds, results_dir, with_oracle=oracle)
+        training = _training_scenarios(tune_hparams_on, tune_hparams, sc)
     except VVHOError:
         raise
     except ValueError as exc:  # the run's own checks (budget, episodes, knob names)
         raise OptionError(str(exc)) from None
     hp_info: dict[str, Any] = {"source": "defaults"}
+    if training and not has_grid(spec):
+        ui.info(f"{spec.label} has no hyperparameters to sweep; --tune-hparams-on ignored")
+        training = []
     with ui.heartbeat(f"{spec.label} on {sc.id}"):
-        if tune_hparams:
-            ui.info(f"sweeping {spec.label}'s hyperparameters on a training scenario first (cached; --no-tune-hparams "
-                    "skips it)")
-            hp = sweep(spec, sc, budget, cfg.steps_per_eval, results_dir)
-            if hp.best:
-                spec = spec.with_hparams(hp.best)
-                hp_info = {"source": "held-out sweep on the simulator" + (" (cached)" if hp.cached else ""),
-                           "sweep_windows": hp.windows, "chosen": hp.best,
-                           "table": [[p, j] for p, j in hp.table]}
-                cfg = RunConfig(spec, sc, budget, seed, backend, cfg.eval_episodes, eval_steps, cfg.knob_names,
-                                bounds, results_dir, with_oracle=oracle)
+        if training:
+            ids = ", ".join(t.id for t in training)
+            ui.info(f"sweeping {spec.label}'s hyperparameters on training scenario(s) {ids} (never {sc.id}): up to "
+                    f"{grid_cost(spec, training, budget, eval_steps):,} windows, cached")
+            hp = sweep(spec, training, budget, eval_steps, results_dir, evaluation=[sc], option=HPARAMS_OPTION)
+            ui.info(f"hyperparameter sweep: {hp.windows:,} windows" + (" (cached: spent earlier, not now)"
+                    if hp.cached else "") + f"; chosen {hp.best}")
+            spec = spec.with_hparams(hp.best)
+            hp_info = {"source": f"sweep on training scenario(s) {ids}" + (" (cached)" if hp.cached else ""),
+                       "sweep_windows": hp.windows, "chosen": hp.best, "scenarios": hp.scenarios,
+                       "table": [[p, j] for p, j in hp.table]}
+            cfg = RunConfig(spec, sc, budget, seed, backend, cfg.eval_episodes, eval_steps, cfg.knob_names,
+                            bounds, results_dir, with_oracle=oracle)
         if fresh and spec.method == "bo":
             study_path(cfg).unlink(missing_ok=True)
         if backend == "live":
@@ -231,8 +266,8 @@ def baseline(
               + f" ({report.outcome.settle_windows:,} of them settle windows after changes, not scored)"
               + (f" (+{report.outcome.resumed_windows:,} by an earlier attempt of this study)"
                  if report.outcome.resumed_windows else "")
-              + f" of {budget:,}; hyperparameters: {spec.config_dict() or 'none'} ({hp_info['source']}"
-              + (f", sweep cost {hp_info['sweep_windows']:,} windows)" if "sweep_windows" in hp_info else ")"))
+              + f" of {budget:,}; hyperparameters: {spec.config_dict() or 'none'} ({hp_info['source']}, "
+              + f"sweep cost {hp_info.get('sweep_windows', 0):,} windows)")
     ui.result(f"final settings (changed from the start settings): {changed or 'none'}")
     if report.beats_oracle:
         ui.warn("this method beat the best-known reference on these seeds: best-known is the best setting a "

@@ -23,6 +23,9 @@ def compare_cmd(
                                               "[default: the suite's]")] = None,
     workers: Annotated[int | None, typer.Option(parser=int_option(1, 256), help="parallel trial processes "
                                                 "[default: the suite's]")] = None,
+    tune_hparams: Annotated[bool | None, typer.Option(
+        help="sweep each tuner's hyperparameters on the suite's training scenarios first (never on a held-out "
+             "scenario; cached; its windows are counted in the tuner's budget) [default: the suite's]")] = None,
     results_dir: ResultsDirOpt = None,
     tracking_uri: TrackingUriOpt = None,
     json_out: ui.JsonOpt = False,
@@ -37,7 +40,7 @@ def compare_cmd(
 
     s = load_suite(suite)
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    plan = make_plan(s, suite_ref(suite), chosen, budget, seeds, workers)
+    plan = make_plan(s, suite_ref(suite), chosen, budget, seeds, workers, tune_hparams)
     p = writable(paths(results_dir))
     with ui.phase("loading MLflow and the tuners"):
         from vvho.compare import run_compare

@@ -32,10 +32,12 @@ from vvho.trials import (
     POLICY,
     TUNER,
     FoldJob,
+    HParamJob,
     SearchJob,
     TrainJob,
     Trial,
     run_fold,
+    run_hparams,
     run_search,
     run_training,
     run_trial,
@@ -63,6 +65,7 @@ class ComparePlan:
     seeds: tuple[int, ...]
     workers: int
     search_level: str
+    tune_hparams: bool = True  # tuners' hyperparameters swept on the suite's training scenarios first
 
     @property
     def agents(self) -> dict[str, RLAgent]:
@@ -76,7 +79,7 @@ class ComparePlan:
                 "scenarios": [load_scenario(r).key for r, _ in self.suite.evaluation_refs()],
                 "methods": self.methods, "budget": self.budget, "seeds": self.seeds,
                 "agents": {k: a.model_dump() for k, a in self.agents.items()}, "search": self.search_level,
-                "sim": SIM_HASH}
+                "sim": SIM_HASH, "hparams": "training scenarios" if self.tune_hparams else "defaults"}
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def scenarios(self) -> list[tuple[str, str, str]]:
@@ -85,7 +88,7 @@ class ComparePlan:
 
 
 def make_plan(suite: Suite, suite_ref: str, methods: Sequence[str] | None = None, budget: int | None = None,
-              seeds: int | None = None, workers: int | None = None) -> ComparePlan:
+              seeds: int | None = None, workers: int | None = None, tune_hparams: bool | None = None) -> ComparePlan:
     c = suite.compare
     chosen = tuple(methods) if methods else tuple(c.methods)
     known = [*c.methods, *REFERENCES, *(a.name for a in c.rl), *(a.name + SAFETY_SUFFIX for a in c.rl if a.safety)]
@@ -97,7 +100,8 @@ def make_plan(suite: Suite, suite_ref: str, methods: Sequence[str] | None = None
             raise CompareError(f"--methods: {m!r} not accepted; accepted: {', '.join(dict.fromkeys(known))}")
     n = seeds or c.seeds
     return ComparePlan(suite, suite_ref, chosen, budget or c.budget, tuple(range(c.first_seed, c.first_seed + n)),
-                       workers or c.workers, c.reference_search)
+                       workers or c.workers, c.reference_search,
+                       c.tune_hparams if tune_hparams is None else tune_hparams)
 
 
 @dataclass
@@ -206,6 +210,8 @@ class _Engine:
         self.pending[self.runner.submit(fn, arg)] = (kind, arg)
 
     def run(self) -> None:
+        from vvho.compare_methods import sweeps_hparams
+
         # the longest jobs first: training, then the reference searches, then the trials that need neither
         for name, agent in self.plan.agents.items():
             if any(self._trials(m, POLICY, self.scenarios) for m in self._policy_methods(name)):
@@ -216,6 +222,11 @@ class _Engine:
         policies = {m for name in self.plan.agents for m in self._policy_methods(name)}
         for m in self.methods:
             if m not in self.references and m not in policies:
+                if self.plan.tune_hparams and sweeps_hparams(m):  # cached: on resume it costs nothing
+                    held_out = tuple(r for r, _, role in self.scenarios if role != "train")
+                    self._submit("hparams", run_hparams, HParamJob(m, tuple(self.plan.suite.train), held_out,
+                                                                   self.plan.budget, str(self.paths.root)))
+                    continue
                 for t in self._trials(m, TUNER, self.scenarios):
                     self._submit("trial", run_trial, t)
         self._drain()
@@ -243,6 +254,8 @@ class _Engine:
                     self.log(f"best-known search for {load_scenario(arg.scenario_ref).id} ready "
                              f"({result['wall_s']:.0f} s, cached)")
                     self._reference_ready(arg.scenario_ref, result["reference"])
+                elif kind == "hparams":
+                    self._hparams_ready(result)
                 elif kind == "fold":
                     sid = load_scenario(arg.scenario_ref).id
                     for x in result["improved"]:
@@ -253,6 +266,16 @@ class _Engine:
                     self._reference_ready(arg.scenario_ref, result["reference"])
                 else:
                     self._agent_ready(result)
+
+    def _hparams_ready(self, info: dict[str, Any]) -> None:
+        """Run a tuner's trials with the hyperparameters its sweep on the training scenarios chose."""
+        m = info["method"]
+        self.log(f"{m}: hyperparameters {info['hparams']} from a sweep on the training scenarios "
+                 f"{', '.join(info['scenarios'])}: {info['windows']:,} windows"
+                 + (" (cached)" if info["cached"] else f" ({info['wall_s']:.0f} s)") + ", counted in its budget")
+        for t in self._trials(m, TUNER, self.scenarios, hparams=json.dumps(info["hparams"], sort_keys=True),
+                              hparam_windows=info["windows"], hparam_scenarios=tuple(info["scenarios"])):
+            self._submit("trial", run_trial, t)
 
     def _reference_ready(self, scenario_ref: str, reference: str) -> None:
         """Evaluate the references of a scenario at this version; records of earlier versions are dropped."""
@@ -325,6 +348,9 @@ class _Engine:
                 "budget": f"{t['budget']} windows" if t["kind"] == TUNER else f"{t['train_steps']} train_steps",
                 "command": "compare", "compare.role": "trial", "compare.trial": rec["key"],
                 "compare.key": self.plan.key}
+        if t.get("hparam_scenarios"):  # where the tuner's hyperparameters were swept (never a held-out scenario)
+            tags["hparam_scenarios"] = ",".join(t["hparam_scenarios"])
+            tags["hparams"] = t["hparams"]
         metrics = {**tracked({k: v for k, v in rec["metrics"].items() if v is not None}), **budget}
         self.run_ids[rec["key"]] = self.store.log_child(
             self.parent_id, f"{rec['scenario']}__{t['method']}__s{t['seed']}", tags, metrics,

@@ -105,10 +105,39 @@ def fold_into_best_known(scenario: Scenario, held: list[tuple[str, Settings]], p
     return [x.as_dict() for x in fold_in(scenario, _search_config(level), held, cache_dir=paths.oracle)]
 
 
-def run_tuner_trial(method: str, scenario: Scenario, seed: int, budget: int, paths: Paths,
-                    search_level: str = "full") -> MethodTrial:
-    """Tune `method` for `budget` windows of the tuning episode, then evaluate it on the trial's episode."""
+def tuner_spec(method: str) -> Any:
+    """The baselines MethodSpec of a compare tuner."""
     from baselines.methods import MethodSpec
+
+    if method not in TUNER_SPECS:
+        raise MethodUnavailable(f"method {method!r} not accepted; accepted: {', '.join(available_tuners())}")
+    name, variant = TUNER_SPECS[method]
+    return MethodSpec.parse(name, **variant)
+
+
+def sweeps_hparams(method: str) -> bool:
+    """Whether a compare method has hyperparameters of its own to sweep."""
+    from baselines.hparams import has_grid
+
+    return method in TUNER_SPECS and method in available_tuners() and has_grid(tuner_spec(method))
+
+
+def sweep_hparams(method: str, training: list[Scenario], held_out: list[Scenario], budget: int,
+                  paths: Paths) -> Any:
+    """The tuner's hyperparameters swept on the suite's training scenarios at the compare's budget (each
+    evaluated for one episode on held-out seeds), never on a held-out scenario (baselines.hparams)."""
+    from baselines.hparams import sweep
+
+    return sweep(tuner_spec(method), training, budget, None, paths.root, evaluation=held_out,
+                 option="suite train")
+
+
+def run_tuner_trial(method: str, scenario: Scenario, seed: int, budget: int, paths: Paths,
+                    search_level: str = "full", hparams: Mapping[str, Any] | None = None,
+                    hparam_windows: int = 0) -> MethodTrial:
+    """Tune `method` (with `hparams`, swept on the training scenarios at a cost of `hparam_windows`; its
+    defaults without them) for `budget` windows of the tuning episode, then evaluate it on the trial's
+    episode."""
     from baselines.oracle import PhaseScheduleController
     from baselines.run import build_space, run_tuner
 
@@ -123,12 +152,13 @@ def run_tuner_trial(method: str, scenario: Scenario, seed: int, budget: int, pat
             return MethodTrial(ev, env.knob_names, _last(ev, static), {"tuning_windows": 0})
         if method not in available_tuners():
             raise MethodUnavailable(f"method {method!r} not accepted; accepted: {', '.join(available_tuners())}")
-        name, variant = TUNER_SPECS[method]
-        spec = MethodSpec.parse(name, **variant)
+        spec = tuner_spec(method)
+        if hparams:
+            spec = spec.with_hparams(dict(hparams))
         outcome = run_tuner(spec, env, build_space(env), budget, tune_seed, [eval_seed], scenario.episode_intervals)
         return MethodTrial(outcome.evaluation, env.knob_names, _last(outcome.evaluation, outcome.settings),
                            {"tuning_windows": outcome.windows, "settle_windows": outcome.settle_windows,
-                            "hparam_windows": 0})
+                            "hparam_windows": hparam_windows})
     finally:
         env.close()
 

@@ -45,9 +45,10 @@ def budget_text(budget: dict[str, float]) -> str:
         parts.append(f"{steps:,.0f} training steps (once, all scenarios)" if steps >= 0 else "training steps unknown")
     if "tuning_windows" in budget:
         parts.append(f"{budget['tuning_windows']:,.0f} tuning windows")
-    for key in ("settle_windows", "hparam_windows"):
-        if budget.get(key):
-            parts.append(f"{budget[key]:,.0f} {key.removesuffix('_windows')} windows")
+    if budget.get("settle_windows"):
+        parts.append(f"{budget['settle_windows']:,.0f} settle windows")
+    if "hparam_windows" in budget:  # a tuner: what its hyperparameters cost, also when nothing (its defaults)
+        parts.append(f"{budget['hparam_windows']:,.0f} hparam windows (once, on the training scenarios)")
     return ", ".join(parts) or "-"
 
 

@@ -113,6 +113,9 @@ class CompareSettings(StrictModel):
     rl: list[RLAgent] = Field(default_factory=lambda: [RLAgent(name="ppo", config="ppo_core")],
                               description="RL agents among the methods")
     workers: int = Field(2, ge=1, le=256, description="parallel trial processes")
+    tune_hparams: bool = Field(True, description="sweep each tuner's own hyperparameters on the training scenarios "
+                               "first (never on a held-out scenario; cached), at the compare's budget; the windows "
+                               "spent are counted in every trial's budget as hparam_windows")
     reference_search: Literal["full", "reduced", "smoke"] = Field(
         "full", description="the best-known search: the full one, a reduced one (one seed, one sweep) for short "
         "jobs, or a token one for smoke tests (cached either way); its level is printed in the report")

@@ -4,12 +4,15 @@
   evaluation episode); ``run_trial`` returns its JSON record (metrics, budget, per-step figures,
   knob positions, the pooled latency histogram, the settings it held).
 - ``SearchJob``: the best-known search of one scenario (cached, outside every timed trial).
+- ``HParamJob``: a tuner's hyperparameter sweep on the suite's training scenarios (cached, outside every
+  timed trial); its choice and its cost in windows go into every trial of the tuner.
 - ``TrainJob``: an RL agent trained within the compare on the suite's training scenarios, tracked as
   its own run nested under the compare, exported to a bundle; a killed training resumes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -40,10 +43,15 @@ class Trial:
     train_steps: int = 0
     safety: bool = False  # a policy judged under its safety layer
     reference: str = ""  # best-known and best-static: the digest of the reference settings they evaluate
+    hparams: str = ""  # tuners: JSON of the hyperparameters the sweep on the training scenarios chose
+    hparam_windows: int = 0  # what that sweep cost, counted in the trial's budget
+    hparam_scenarios: tuple[str, ...] = ()  # the keys of the scenarios the sweep ran on
 
     @property
     def key(self) -> str:
         key = f"{self.method}|{self.scenario_key}|s{self.seed}|b{self.budget}"
+        if self.hparams:
+            key += "|h" + hashlib.sha256(self.hparams.encode()).hexdigest()[:8]
         return f"{key}|r{self.reference}" if self.reference else key
 
 
@@ -65,7 +73,8 @@ def run_trial(trial: Trial) -> dict[str, Any]:
         out = run_policy_trial(trial.bundle, sc, trial.seed, trial.train_steps, trial.safety)
     else:
         out = run_tuner_trial(trial.method, sc, trial.seed, trial.budget, Paths.at(trial.results_dir),
-                              trial.search_level)
+                              trial.search_level, json.loads(trial.hparams) if trial.hparams else None,
+                              trial.hparam_windows)
     ev = out.evaluation
     hist = np.zeros(0, dtype=np.int64)
     for tel in ev.telemetry:
@@ -111,6 +120,28 @@ def run_search(job: SearchJob) -> dict[str, Any]:
     per_phase, static = best_known_settings(load_scenario(job.scenario_ref), Paths.at(job.results_dir), job.level)
     return {"scenario_ref": job.scenario_ref, "per_phase": per_phase, "static": static,
             "reference": reference_digest(per_phase, static), "wall_s": time.time() - t0}
+
+
+@dataclass(frozen=True)
+class HParamJob:
+    method: str  # a compare tuner name
+    training_refs: tuple[str, ...]  # the suite's training scenarios: the sweep runs on these only
+    held_out_refs: tuple[str, ...]  # scenarios judged but never trained on: refused as sweep scenarios
+    budget: int
+    results_dir: str
+
+
+def run_hparams(job: HParamJob) -> dict[str, Any]:
+    """A tuner's hyperparameter sweep on the training scenarios (baselines.hparams; cached)."""
+    _threads()
+    from vvho.compare_methods import sweep_hparams
+    from vvho_env.scenarios import load_scenario
+
+    t0 = time.time()
+    hp = sweep_hparams(job.method, [load_scenario(r) for r in job.training_refs],
+                       [load_scenario(r) for r in job.held_out_refs], job.budget, Paths.at(job.results_dir))
+    return {"method": job.method, "hparams": hp.best, "windows": hp.windows, "scenarios": hp.scenarios,
+            "cached": hp.cached, "wall_s": time.time() - t0}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ Scales
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -172,21 +174,30 @@ class Knob:
         if self.kind in ("categorical", "bool"):
             n = len(self.choices)
             return -1.0 + (2.0 * self.choices.index(value) + 1.0) / n
-        lo_x, hi_x = -1.0, 1.0
-        if self.off is not None:
-            if value == self.off:
-                return -1.0
-            lo_x = -1.0 + SPECIAL_BAND
-        if self.unlimited is not None:
-            if value == self.unlimited:
-                return 1.0
-            hi_x = 1.0 - SPECIAL_BAND
+        if self.off is not None and value == self.off:
+            return -1.0
+        if self.unlimited is not None and value == self.unlimited:
+            return 1.0
+        lo_x, hi_x, a, b = self._scale
         num = float(value)
-        if self.scale == "log":
-            u = (math.log(num) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
-        else:
-            u = (num - self.low) / (self.high - self.low)
+        u = ((math.log(num) if self.scale == "log" else num) - a) / b
         return lo_x + u * (hi_x - lo_x)
+
+    def preimage(self, value: KnobValue) -> tuple[float, float]:
+        """The interval [a, b] of x in [-1, 1] that from_unit maps to `value`, for a categorical choice or an
+        explicit off/unlimited point (the flat pieces of the scale). Half-open where a neighbouring value
+        takes over at the edge: a choice's bin is [a, b) (b belongs to the next bin, b = 1 for the last
+        one), 'off' is [-1, b) and 'unlimited' (a, 1]."""
+        value = self.validate(value)
+        if self.kind in ("categorical", "bool"):
+            n, i = len(self.choices), self.choices.index(value)
+            return -1.0 + 2.0 * i / n, -1.0 + 2.0 * (i + 1) / n
+        if self.off is not None and value == self.off:
+            return -1.0, -1.0 + SPECIAL_BAND
+        if self.unlimited is not None and value == self.unlimited:
+            return 1.0 - SPECIAL_BAND, 1.0
+        raise KnobError(f"knob {self.name!r}: {value!r} is a point of the numeric range, not a flat piece of the "
+                        "scale; accepted: a choice or the off/unlimited value")
 
 
 def _fmt(v: float) -> str:
@@ -304,6 +315,14 @@ def get(name: str) -> Knob:
 
 def defaults() -> Settings:
     return {k.name: k.default for k in KNOBS}
+
+
+def scales_digest() -> str:
+    """Digest of every knob's scale (kind, range, scale, choices, special points, SPECIAL_BAND): caches of
+    values measured through the scales (hyperparameter sweeps) key on it, so a changed scale recomputes."""
+    blob = [SPECIAL_BAND] + [[k.name, k.kind, k.default, k.low, k.high, k.scale, list(k.choices), k.off, k.unlimited,
+                              k.change_weight] for k in KNOBS]
+    return hashlib.sha256(json.dumps(blob, default=str).encode()).hexdigest()[:16]
 
 
 def validate_settings(settings: Mapping[str, object]) -> Settings:

@@ -34,9 +34,12 @@ CPU and neighbour cost.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from vvho_env import knobs
 from vvho_env.types import KnobValue, Telemetry
@@ -44,6 +47,13 @@ from vvho_env.types import KnobValue, Telemetry
 HEADROOM = 0.5  # p99 at or below this share of the SLO earns nothing more
 LAT_CAP = math.log(100.0)  # p99 at 100x the SLO or worse: no further distinction
 LAT_CLIP = LAT_CAP - math.log(HEADROOM)  # the largest latency term
+
+
+@functools.cache
+def definition_digest() -> str:
+    """Digest of the objective's definition (this module: its terms, constants and default weights), for
+    caches of objective values (best-known searches, hyperparameter sweeps) to key on."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ import numpy as np
 from agents.deploy.limits import Limits
 from vvho_env import knobs
 from vvho_env.histogram import N_BUCKETS, percentile_ns
-from vvho_env.knobs import SPECIAL_BAND
 from vvho_env.types import Settings, Status, Telemetry
+
+INSIDE = 1e-6  # how far a span stops inside the open edge of a flat piece of a knob's scale
 
 
 @dataclass(frozen=True)
@@ -63,23 +64,27 @@ class Allowed:
                  limited: bool) -> None:
         self.knob = k = knobs.get(name)
         self.spans: list[tuple[float, float]] = []
+        # the flat pieces of the scale come from the knob (Knob.preimage); a bin's right edge and the special
+        # bands' inner edges belong to a neighbouring value, so the spans stop INSIDE short of them
         if k.kind in ("categorical", "bool"):
-            n = len(k.choices)
             choices = list(allow) if allow is not None else list(k.choices)
-            for i, c in enumerate(k.choices):
+            for c in k.choices:
                 if c in choices:
-                    self.spans.append((-1.0 + 2.0 * i / n, -1.0 + 2.0 * (i + 1) / n - 1e-6))
+                    a, b = k.preimage(c)
+                    self.spans.append((a, b - INSIDE))
             return
         lo, hi = low if low is not None else k.low, high if high is not None else k.high
         self.spans.append((k.to_unit(lo), k.to_unit(hi)))
 
         def allowed(special: object) -> bool:  # without a limit of its own a knob keeps its special points
-            return special is not None and (not limited or special in (allow or ()))
+            return not limited or special in (allow or ())
 
-        if allowed(k.off):  # from_unit gives 'off' below -1 + SPECIAL_BAND and 'unlimited' above 1 - it
-            self.spans.append((-1.0, -1.0 + SPECIAL_BAND - 1e-6))
-        if allowed(k.unlimited):
-            self.spans.append((1.0 - SPECIAL_BAND + 1e-6, 1.0))
+        if k.off is not None and allowed(k.off):
+            a, b = k.preimage(k.off)
+            self.spans.append((a, b - INSIDE))
+        if k.unlimited is not None and allowed(k.unlimited):
+            a, b = k.preimage(k.unlimited)
+            self.spans.append((a + INSIDE, b))
 
     def contains(self, x: float) -> bool:
         for a, b in self.spans:  # noqa: SIM110 (any() over a generator costs ~3x this loop; checked per decision)
