@@ -39,9 +39,9 @@ from vvho_env.sim.engine.layout import (
     ci,
     ei,
 )
-from vvho_env.sim.engine.polling import update_host_window
+from vvho_env.sim.engine.polling import halt_exit, update_host_window
 from vvho_env.sim.engine.runqueue import others_runnable, set_seg_end
-from vvho_env.sim.engine.scheduler import make_runnable, pick, stop_current, vcpu_block, yield_to
+from vvho_env.sim.engine.scheduler import make_runnable, pick, stop_current, yield_to
 from vvho_env.sim.engine.spinlock import (
     enter_critical_section,
     give_lock_to_running_waiter,
@@ -126,18 +126,8 @@ def pause_exit_done(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndar
 def pv_halt(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, e: int, now: int) -> None:
     """vCPU e on p spun SPIN_THRESHOLD loops: kvm_wait halts it (an HLT exit); KVM halt-polls when
     nothing else waits for p (kvm_vcpu_halt), else the vCPU blocks until the unlocker's kick."""
-    X[OFF_ACC + Acc.EXITS] += 1.0
     X[OFF_ACC + Acc.PV_HALTS] += 1.0
-    X[OFF_ACC + Acc.VM_BUSY] += exit_ns(prof)
-    X[OFF_ACC + Acc.VCPU_BUSY] += exit_ns(prof)
-    S[ei(e, Ent.HALT_T)] = now
-    host_poll = prof[Prof.KVM] > 0 and cfg[Cfg.HPOLL] > 0 and cfg[Cfg.GHPOLL] == 0
-    if host_poll and S[ei(e, Ent.HPWIN)] > 0 and not others_runnable(S, p, e):
-        S[ei(e, Ent.ACT)] = Act.HPOLL
-        S[ei(e, Ent.REM)] = S[ei(e, Ent.HPWIN)]
-        set_seg_end(S, X, cfg, prof, p, now)
-        return
-    vcpu_block(S, X, cfg, prof, p, now)
+    halt_exit(S, X, cfg, prof, p, e, now)
 
 
 @jit

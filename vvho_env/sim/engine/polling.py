@@ -98,12 +98,18 @@ def vcpu_idle(S: np.ndarray, X: np.ndarray, T: np.ndarray, cfg: np.ndarray, prof
         S[ei(e, Ent.REM)] = S[ei(e, Ent.GPWIN)]
         set_seg_end(S, X, cfg, prof, p, now)
         return
-    # HLT: exit to the host
+    trace(S, T, now, Tr.HALT, e, S[ei(e, Ent.HPWIN)])
+    halt_exit(S, X, cfg, prof, p, e, now)
+
+
+@jit_inline
+def halt_exit(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, e: int, now: int) -> None:
+    """vCPU e on p executes HLT: it exits to the host, where KVM halt-polls (when nothing else waits for
+    p: kvm_vcpu_halt) or blocks it until a wake-up."""
     X[OFF_ACC + Acc.EXITS] += 1.0
     X[OFF_ACC + Acc.VM_BUSY] += exit_ns(prof)
     X[OFF_ACC + Acc.VCPU_BUSY] += exit_ns(prof)
     S[ei(e, Ent.HALT_T)] = now
-    trace(S, T, now, Tr.HALT, e, S[ei(e, Ent.HPWIN)])
     host_poll = prof[Prof.KVM] > 0 and cfg[Cfg.HPOLL] > 0 and cfg[Cfg.GHPOLL] == 0
     if host_poll and S[ei(e, Ent.HPWIN)] > 0 and not others_runnable(S, p, e):
         S[ei(e, Ent.ACT)] = Act.HPOLL
