@@ -70,20 +70,17 @@ def fold_in(sc: Scenario, cfg: SearchConfig, candidates: Iterable[tuple[str, Set
     w = np.asarray(result.weights, dtype=float) / float(np.sum(result.weights))
     improved: list[Improvement] = []
 
-    def better(new: float, old: float) -> bool:
-        return new < old * (1 - cfg.tol) - 1e-9
-
     for p in phases:
         i = int(np.argmin(scores[:, p]))
         entry = result.per_phase[p]
-        if better(float(scores[i, p]), entry.objective):
+        if cfg.improves(float(scores[i, p]), entry.objective):
             source, settings = items[i]
             improved.append(Improvement(f"phase {sc.phases[p].name}", source, entry.objective, float(scores[i, p]),
                                         settings))
             result.per_phase[p] = SearchResult(settings, float(scores[i, p]), entry.evaluations + ev.evaluations)
     weighted = scores @ w
     i = int(np.argmin(weighted))
-    if better(float(weighted[i]), result.static_objective):
+    if cfg.improves(float(weighted[i]), result.static_objective):
         source, settings = items[i]
         improved.append(Improvement("static", source, result.static_objective, float(weighted[i]), settings))
         result.static = SearchResult(settings, float(weighted[i]), result.static.evaluations + ev.evaluations)

@@ -45,6 +45,10 @@ class SearchConfig:
     refine: int = 0  # rounds of continuous refinement of numeric knobs around the grid's best (step halved)
     knob_names: tuple[str, ...] | None = None  # default: the env's acting knobs for the scenario
 
+    def improves(self, new: float, old: float) -> bool:
+        """The search's acceptance rule: better than `old` by more than the relative tolerance."""
+        return new < old * (1 - self.tol) - 1e-9
+
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
@@ -117,6 +121,20 @@ class SearchResult:
     trace: list[tuple[str, object, float]] = field(default_factory=list)
 
 
+def _best_move(ev: PhaseEvaluator, phases: Sequence[int], w: np.ndarray, cur: Settings, cur_j: float, name: str,
+               vals: Sequence[object], trace: list[tuple[str, object, float]]) -> tuple[Settings, float, bool]:
+    """Score `cur` with knob `name` set to each of `vals`; move to the best if the search accepts it."""
+    if not vals:
+        return cur, cur_j, False
+    cands: list[Settings] = [{**cur, name: v} for v in vals]  # type: ignore[dict-item]
+    js = ev.score(cands, phases) @ w
+    i = int(np.argmin(js))
+    if not ev.cfg.improves(float(js[i]), cur_j):
+        return cur, cur_j, False
+    trace.append((name, vals[i], float(js[i])))
+    return cands[i], float(js[i]), True
+
+
 def coordinate_search(ev: PhaseEvaluator, phases: Sequence[int], weights: Sequence[float],
                       names: Sequence[str]) -> SearchResult:
     """Minimise the weighted mean objective over `phases` by coordinate refinement with restarts."""
@@ -132,15 +150,8 @@ def coordinate_search(ev: PhaseEvaluator, phases: Sequence[int], weights: Sequen
             improved = False
             for name in names:
                 vals = [v for v in _grid(knobs.get(name), cur[name], ev.cfg.grid) if v != cur[name]]
-                if not vals:
-                    continue
-                cands: list[Settings] = [{**cur, name: v} for v in vals]  # type: ignore[dict-item]
-                js = ev.score(cands, phases) @ w
-                i = int(np.argmin(js))
-                if js[i] < cur_j * (1 - ev.cfg.tol) - 1e-9:
-                    cur, cur_j = cands[i], float(js[i])
-                    trace.append((name, vals[i], cur_j))
-                    improved = True
+                cur, cur_j, moved = _best_move(ev, phases, w, cur, cur_j, name, vals, trace)
+                improved |= moved
             if not improved:
                 break
         step = 1.0 / (ev.cfg.grid - 1)
@@ -152,14 +163,7 @@ def coordinate_search(ev: PhaseEvaluator, phases: Sequence[int], weights: Sequen
                     continue
                 x0 = k.to_unit(cur[name])
                 vals = list(dict.fromkeys(v for d in (-step, step) if (v := k.from_unit(x0 + d)) != cur[name]))
-                if not vals:
-                    continue
-                cands = [{**cur, name: v} for v in vals]  # type: ignore[dict-item]
-                js = ev.score(cands, phases) @ w
-                i = int(np.argmin(js))
-                if js[i] < cur_j * (1 - ev.cfg.tol) - 1e-9:
-                    cur, cur_j = cands[i], float(js[i])
-                    trace.append((name, vals[i], cur_j))
+                cur, cur_j, _ = _best_move(ev, phases, w, cur, cur_j, name, vals, trace)
         if best is None or cur_j < best.objective:
             best = SearchResult(cur, cur_j, 0, trace)
     assert best is not None
