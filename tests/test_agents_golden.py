@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-GOLDEN_OBJECTIVE = 0.2503115980811051
-GOLDEN_WEIGHTS = "e1a05e5ee774e07f49a6864917d1ae7a439594519b3863573a090803c36865f0"
+GOLDEN_OBJECTIVE = 0.21177450690627103
+GOLDEN_WEIGHTS = "b0af643e8f689e0fc6e94e688967255ba6838c8a5cce41fb1f0c33aba48bcb12"
 
 
 def _weights_digest(model: object) -> str:

@@ -32,8 +32,8 @@ def kernel_heavy(guest_spinlock: str, **phase: object) -> Scenario:
 # (0.9 CPU of service) beside CPU-bound neighbours on every pCPU, 1-ms slices. vCPUs are runnable all
 # the time and preempted at slice ends, some inside the critical section (lock-holder preemption) or
 # while queued for the lock (lock-waiter preemption). At the phase's own 12,000 rps the vCPUs drain their
-# queue and halt before a slice ends, and without wake-up preemption (issue 8, a separate change) a
-# holder is almost never descheduled: there PLE has nothing to act on.
+# queue and halt before a slice ends, and before wake-up preemption (c8fb00e) a
+# holder was almost never descheduled: there PLE had nothing to act on.
 SATURATED = {"rate_rps": 30000.0, "service_mean_us": 30.0, "lock_prob": 1.0, "neighbour_demand": (1.0,)}
 
 
@@ -109,16 +109,21 @@ def test_ple_window_changes_p99_and_cpu_under_lock_holder_and_waiter_preemption(
     with a fair queued lock (native qspinlock: the lock passes to the oldest waiter, even a descheduled
     one). Without PLE a waiter spins until the holder or the next owner runs again, a slice later:
     spinning takes CPU from the neighbours and the tail grows. A PLE exit after 4,096 cycles (1.7 us)
-    yields to the preempted vCPU at once; a 65,536-cycle window (27 us) costs little more here.
-    Measured: p99 35.5 / 2.6 / 2.6 ms, VM CPU 1.59 / 1.34 / 1.33, spinning 0.29 / 0.003 / 0.004 cores at
-    ple_window 0 / 4096 / 65536."""
+    yields to the preempted vCPU at once; a 65,536-cycle window (27 us) costs little more here, and
+    exits less: only spins longer than the window exit. With wake-up preemption (EEVDF) a holder is
+    also preempted by wakees (a vhost thread, a vCPU), and a preempted holder keeps its waiters spinning
+    for a slice or more, so many spins outlast even the wide window: the exit ratio is ~3x, not the
+    >10x measured when nothing but slice ends preempted.
+    Measured (EEVDF): p99 92.6 / 3.2 / 3.0 ms, VM CPU 2.11 / 1.47 / 1.49, spinning 0.81 / 0.011 / 0.049
+    cores, PAUSE exits 3,834 / 1,214 per s at ple_window 0 / 4096 / 65536 (before wake-up preemption:
+    p99 35.5 / 2.6 / 2.6 ms, CPU 1.59 / 1.34 / 1.33, spinning 0.29 / 0.003 / 0.004)."""
     sc = kernel_heavy("queued", **SATURATED)
     off, on, wide = (measure(sc, {"ple_window": w, "sched_slice_us": 1000}) for w in (0, 4096, 65536))
     assert off["p99"] > 5 * on["p99"], (off, on)
     assert off["cpu"] > on["cpu"] + 0.15, (off, on)
     assert off["slowdown"] > on["slowdown"] + 0.03, (off, on)
     assert off["spin"] > 0.2 and on["spin"] < 0.02, (off, on)
-    assert on["exits"] > 10 * wide["exits"] > 0, (on, wide)
+    assert on["exits"] > 2.5 * wide["exits"] > 0, (on, wide)
     assert abs(wide["p99"] - on["p99"]) < 0.2 * on["p99"], (on, wide)
 
 
@@ -135,22 +140,28 @@ def test_unfair_guest_locks_avoid_lock_waiter_preemption(lock: str) -> None:
     """virt_spin_lock (arch/x86/include/asm/qspinlock.h: a test-and-set lock for KVM guests without
     PV_UNHALT) and pv qspinlock's unfair trylock exist because a fair lock passes to descheduled waiters
     (arch/x86/kernel/kvm.c kvm_spinlock_init): at the same saturated point without PLE, spinning is a
-    small fraction of the queued lock's. Measured: 0.011 (test_and_set) / 0.009 (paravirt) against 0.29
-    cores."""
+    fraction of the queued lock's, and the tail a small fraction. What the unfair locks keep is
+    lock-holder preemption, which no lock kind avoids; with wake-up preemption (EEVDF) holders are
+    preempted by wakees as well as at slice ends, so that remainder is larger than it was.
+    Measured (EEVDF): spinning 0.24 (test_and_set) / 0.20 (paravirt) against 0.81 cores, p99 4.0 / 4.4
+    against 92.6 ms (before wake-up preemption: spinning 0.011 / 0.009 against 0.29 cores)."""
     queued = measure(kernel_heavy("queued", **SATURATED), {"ple_window": 0, "sched_slice_us": 1000})
     unfair = measure(kernel_heavy(lock, **SATURATED), {"ple_window": 0, "sched_slice_us": 1000})
-    assert unfair["spin"] < 0.1 * queued["spin"], (unfair, queued)
-    assert unfair["p99"] < 0.2 * queued["p99"], (unfair, queued)
+    assert unfair["spin"] < 0.4 * queued["spin"], (unfair, queued)
+    assert unfair["p99"] < 0.1 * queued["p99"], (unfair, queued)
 
 
 def test_paravirt_spinlocks_halt_instead_of_spinning_on_a_throttled_holder() -> None:
     """Paravirtual spinlocks (kernel/locking/qspinlock_paravirt.h: pv_wait after SPIN_THRESHOLD = 1 << 15
     loops, kvm_wait halts, the unlocker's pv_kick -> KVM_HC_KICK_CPU wakes the queue head). A holder
-    throttled by its CFS quota (vcpu_quota 20 ms per 100 ms) stays off its pCPU for up to 80 ms; without
+    throttled by its CFS quota (vcpu_quota 40 ms per 100 ms) stays off its pCPU for up to 60 ms, and once
+    unthrottled it waits for the running neighbour's slice (unthrottle_cfs_rq does not preempt); without
     PLE a test-and-set waiter spins all along, a paravirtual one halts after ~1.9 ms (32,768 loops of
-    140 cycles at 2.4 GHz) and is kicked. Measured: halts and kicks ~4/s, spinning 0.018 against 0.022
-    cores."""
-    settings: dict[str, KnobValue] = {"ple_window": 0, "vcpu_quota": 20000}
+    140 cycles at 2.4 GHz) and is kicked. At 20 ms per 100 ms the VM is quota-bound (CPU 0.88 either way):
+    the CPU a halted waiter saves is spent later by the same vCPU, so spinning does not fall there
+    (0.066 paravirt against 0.055 cores). Measured at 40 ms: halts and kicks 17.5/s, spinning 0.095
+    against 0.124 cores, CPU 1.14 against 1.17, p99 4.6 against 5.3 ms."""
+    settings: dict[str, KnobValue] = {"ple_window": 0, "vcpu_quota": 40000}
     tas = measure(kernel_heavy("test_and_set", lock_prob=1.0), settings)
     pv = measure(kernel_heavy("paravirt", lock_prob=1.0), settings)
     assert tas["halts"] == 0.0 and tas["kicks"] == 0.0

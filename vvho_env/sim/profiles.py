@@ -31,6 +31,11 @@ TESTBED_SETTABLE = frozenset(
 )
 
 
+SCHED_GENS = ("eevdf", "cfs")
+# kernel defaults held in a profile that domain randomisation must not scale
+KERNEL_TUNABLES = frozenset({"rt_runtime_ns", "rt_period_ns", "cfs_latency_ns", "cfs_wakeup_granularity_ns"})
+
+
 @dataclass(frozen=True)
 class HostProfile:
     """Physical constants of one host. Times in ns unless the name says otherwise."""
@@ -51,6 +56,21 @@ class HostProfile:
     # wake-up + context switch of a thread on an idle or busy core: 1-2 us on Linux
     # (lmbench lat_ctx; Tsuna, "How long does it take to make a context switch?", 2010).
     ctx_switch_ns: float = 1500.0
+    # Scheduler generation of the fair class: "eevdf" (Linux 6.6+: wake-up preemption when the wakee
+    # becomes the earliest eligible deadline, RUN_TO_PARITY protecting only an eligible current) or "cfs"
+    # (before 6.6: a wakee preempts when its vruntime is behind by more than the wakeup granularity).
+    # kernel/sched/fair.c: check_preempt_wakeup_fair / pick_eevdf (6.6) and check_preempt_wakeup /
+    # wakeup_preempt_entity (5.x); the sched_slice_us knob is sysctl_sched_base_slice under EEVDF and
+    # sysctl_sched_min_granularity (its name before 6.6, commit e4ec3318a17f) under CFS.
+    sched_gen: str = "eevdf"
+    # CFS tunables (kernel/sched/fair.c before 6.6), scaled by 1 + ilog2(min(ncpus, 8)) = 4 on a server
+    # (SCHED_TUNABLESCALING_LOG): sysctl_sched_latency 6 ms x 4, sysctl_sched_wakeup_granularity 1 ms x 4.
+    # Kernel defaults, not physical costs: domain randomisation leaves them alone.
+    cfs_latency_ns: float = 24e6
+    cfs_wakeup_granularity_ns: float = 4e6
+    # the host's CONFIG_HZ (RHEL 8/9 kernels: CONFIG_HZ_1000); TICK_NSEC bounds EEVDF's saved lag from
+    # below (update_entity_lag: limit = max(2 * slice, TICK_NSEC) / weight)
+    host_tick_hz: float = 1000.0
     # cost of the vCPU thread blocking in kvm_vcpu_halt (schedule() out); same order as a switch.
     block_ns: float = 1000.0
     # KVM's side of waking a blocked vCPU beyond a plain switch: kvm_vcpu_kick (IPI to the target
@@ -148,6 +168,16 @@ class HostProfile:
         {"halt_poll_ns", "sched_slice_us", "ple_window", "idle_state", "rx_usecs"}
     )
 
+    def __post_init__(self) -> None:
+        if self.sched_gen not in SCHED_GENS:
+            raise ValueError(f"host profile {self.name!r}: sched_gen={self.sched_gen!r} not accepted; "
+                             f"accepted: {', '.join(SCHED_GENS)}")
+
+    @property
+    def sched_cfs(self) -> float:
+        """1.0 when the fair class is pre-6.6 CFS, 0.0 under EEVDF (the runtime array's encoding)."""
+        return 1.0 if self.sched_gen == "cfs" else 0.0
+
     def to_array(self) -> np.ndarray:
         return np.array([float(getattr(self, f)) for f in PROFILE_FIELDS], dtype=np.float64)
 
@@ -158,15 +188,16 @@ class HostProfile:
         """A copy with every cost scaled by an independent factor in [1 - spread, 1 + spread]."""
         changes = {}
         for f in PROFILE_FIELDS:
-            if f.endswith(("_ns", "_cycles")) and f not in ("rt_runtime_ns", "rt_period_ns"):
+            if f.endswith(("_ns", "_cycles")) and f not in KERNEL_TUNABLES:
                 changes[f] = getattr(self, f) * float(rng.uniform(1 - spread, 1 + spread))
         return replace(self, **changes)
 
 
-PROFILE_FIELDS: tuple[str, ...] = tuple(
-    f.name
-    for f in fields(HostProfile)
-    if f.name not in ("name", "description", "settable", "host_wide")
+# the runtime array: every numeric field, then the scheduler generation as a number
+PROFILE_FIELDS: tuple[str, ...] = (
+    *(f.name for f in fields(HostProfile) if f.name not in ("name", "description", "settable", "host_wide",
+                                                            "sched_gen")),
+    "sched_cfs",
 )
 P = {name: i for i, name in enumerate(PROFILE_FIELDS)}  # field -> index in the runtime array
 
@@ -201,7 +232,15 @@ TCG_TESTBED = HostProfile(
     host_wide=frozenset(),
 )
 
-PROFILES: dict[str, HostProfile] = {p.name: p for p in (XEON_KVM, TCG_TESTBED)}
+# The same server on a kernel before 6.6 (RHEL 9's 5.14, Ubuntu 22.04's 5.15): the CFS fair class.
+XEON_KVM_CFS = replace(
+    XEON_KVM,
+    name="xeon-kvm-cfs",
+    description="the xeon-kvm server on a pre-6.6 kernel: CFS with wakeup granularity instead of EEVDF",
+    sched_gen="cfs",
+)
+
+PROFILES: dict[str, HostProfile] = {p.name: p for p in (XEON_KVM, XEON_KVM_CFS, TCG_TESTBED)}
 
 
 def get_profile(name: str) -> HostProfile:

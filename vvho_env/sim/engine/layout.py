@@ -79,9 +79,10 @@ Ent = IntEnum(
     "PLE_WIN SPIN_SEG PV_LEFT",
     start=0,
 )
-# per-pCPU fields; NR counts the runnable (waiting) entities
-Cpu = IntEnum("Cpu", "CUR SEG_START OVH_IDLE OVH_BUSY SLICE_END IDLE_T EXIT_LAT LAST RT_USED RT_THR IN_IDLE NR",
-              start=0)
+# per-pCPU fields; NR counts the runnable (waiting) entities; PICK_T is when the current fair entity was
+# picked (CFS measures its slice, delta_exec, from there)
+Cpu = IntEnum("Cpu", "CUR SEG_START OVH_IDLE OVH_BUSY SLICE_END IDLE_T EXIT_LAT LAST RT_USED RT_THR IN_IDLE NR "
+              "PICK_T", start=0)
 NEF = len(Ent)
 NCF = len(Cpu)
 # CFS bandwidth buckets (ns used in this period): one per vCPU, then the emulator, then the whole VM
@@ -113,7 +114,8 @@ X_DL = X_VR + ME  # virtual deadline per entity
 X_W = X_DL + ME  # weight per entity
 X_IDLE_AVG = X_W + ME  # per pCPU: running average of idle durations (idle governor)
 X_LAG = X_IDLE_AVG + MP  # per entity: EEVDF lag saved at dequeue, restored at wake-up (PLACE_LAG)
-OFF_ACC = X_LAG + ME
+X_MINVR = X_LAG + ME  # per pCPU: the cfs_rq's monotonic min_vruntime (CFS placement and migration)
+OFF_ACC = X_MINVR + MP
 # accumulators of the current window (telemetry)
 Acc = IntEnum(
     "Acc",

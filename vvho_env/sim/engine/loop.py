@@ -42,7 +42,7 @@ from vvho_env.sim.engine.layout import (
 from vvho_env.sim.engine.network import backend_next_item, nic_deliver
 from vvho_env.sim.engine.rt import fifo_waiting
 from vvho_env.sim.engine.runqueue import set_seg_end, set_state
-from vvho_env.sim.engine.scheduler import make_runnable, pick, segment_end, stop_current
+from vvho_env.sim.engine.scheduler import make_runnable, pick, segment_end, stop_current, unthrottle
 from vvho_env.sim.engine.workload import arrive, mmpp_switch, neighbour_done, neighbour_event
 
 
@@ -67,7 +67,7 @@ def on_cpu_event(S: np.ndarray, X: np.ndarray, H: np.ndarray, T: np.ndarray, R: 
         if backend_next_item(S, cfg, prof):
             set_seg_end(S, X, cfg, prof, p, now)
         else:
-            stop_current(S, X, cfg, p, now, St.SLEEP)
+            stop_current(S, X, cfg, prof, p, now, St.SLEEP)
             pick(S, X, cfg, prof, p, now)
         return
     vcpu_done(S, X, T, R, cfg, prof, e, p, now)
@@ -83,7 +83,7 @@ def bandwidth_period(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.nda
         if S[ei(e, Ent.STATE)] == St.THROTTLED:
             X[OFF_ACC + Acc.THROTTLED] += (now - S[ei(e, Ent.RUNNABLE_T)]) if S[ei(e, Ent.KIND)] == Kind.VCPU else 0
             set_state(S, e, St.SLEEP)
-            make_runnable(S, X, cfg, prof, e, now)
+            unthrottle(S, X, cfg, prof, e, now)
     for p in range(MP):
         if S[ci(p, Cpu.CUR)] >= 0:
             charge(S, X, cfg, p, now)
@@ -100,7 +100,7 @@ def rt_period(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, n
             S[ci(p, Cpu.RT_THR)] = 0
             if fifo_waiting(S, p):
                 if S[ci(p, Cpu.CUR)] >= 0:
-                    stop_current(S, X, cfg, p, now, St.RUNNABLE)
+                    stop_current(S, X, cfg, prof, p, now, St.RUNNABLE)
                 pick(S, X, cfg, prof, p, now)
             if S[ci(p, Cpu.CUR)] < 0:
                 pick(S, X, cfg, prof, p, now)

@@ -118,7 +118,7 @@ def pause_exit_done(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndar
     if S[ci(p, Cpu.CUR)] == e and S[ei(e, Ent.FIFO)] == 0 and others_runnable(S, p, e):
         # yield_task_fair: the spinner's deadline moves one slice on, and schedule() picks again
         X[X_DL + e] += cfg[Cfg.SLICE] * 1024.0 / X[X_W + e]
-        stop_current(S, X, cfg, p, now, St.RUNNABLE)
+        stop_current(S, X, cfg, prof, p, now, St.RUNNABLE)
         pick(S, X, cfg, prof, p, now)
 
 

@@ -1,9 +1,10 @@
 """The host scheduler's core: what runs on each pCPU, by class (FIFO before fair), and the moves between
 states (wake-up with placement, preemption, blocking, newidle pulls, throttling at a segment's end).
 
-Simplifications (documented): entities migrate only at wake-up (select_idle_sibling-like) and by newidle
-pulls, not by periodic load balancing; a waking fair entity does not preempt a running fair one
-(RUN_TO_PARITY keeps the current task's slice).
+A waking fair entity preempts a running fair one exactly when the fair class decides so (fair.py:
+EEVDF's check_preempt_wakeup_fair or CFS's wakeup granularity, by host profile). Simplification
+(documented): entities migrate only at wake-up (select_idle_sibling-like) and by newidle pulls, not by
+periodic load balancing.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import numpy as np
 from vvho_env.sim.engine.accounting import charge
 from vvho_env.sim.engine.bandwidth import budget_left
 from vvho_env.sim.engine.fair import (
-    avg_vruntime,
-    new_deadline,
+    catch_up_deadline,
+    cfs_slice_end,
     pick_fair,
     place_entity,
     renew_reached_deadline,
+    renew_slice_alone,
+    renormalise,
     save_lag,
     start_slice,
+    update_min_vruntime,
+    wakeup_preempt,
 )
 from vvho_env.sim.engine.idle import enter_idle, exit_idle
 from vvho_env.sim.engine.jit import jit, jit_inline
@@ -29,10 +34,8 @@ from vvho_env.sim.engine.layout import (
     MP,
     OFF_ACC,
     X_LAG,
-    X_VR,
     Acc,
     Act,
-    Cfg,
     Cpu,
     Ent,
     Kind,
@@ -48,16 +51,19 @@ from vvho_env.sim.engine.vmx import entry_ns
 
 
 @jit
-def stop_current(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, p: int, now: int, new_state: int) -> int:
+def stop_current(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, now: int,
+                 new_state: int) -> int:
     """Take the running entity off p into new_state (charged up to now); returns it (-1: none ran)."""
     charge(S, X, cfg, p, now)
     e = S[ci(p, Cpu.CUR)]
     if e >= 0:
         if new_state != St.RUNNABLE and S[ei(e, Ent.FIFO)] == 0:
-            save_lag(S, X, cfg, p, e)
+            save_lag(S, X, cfg, prof, p, e)
         set_state(S, e, new_state)
         if new_state == St.RUNNABLE:
             S[ei(e, Ent.RUNNABLE_T)] = now
+        else:
+            update_min_vruntime(S, X, prof, p)
         S[ci(p, Cpu.CUR)] = -1
     return e
 
@@ -74,11 +80,11 @@ def go_idle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: 
             best_t = S[ei(o, Ent.RUNNABLE_T)]
             best = o
     if best >= 0:
+        # EEVDF: alone on p, the pulled entity is its own average (no lag to place); CFS renormalises
+        src = S[ei(best, Ent.CPU)]
+        renormalise(X, prof, best, src, p)
         set_cpu(S, best, p)
-        if S[ei(best, Ent.FIFO)] == 0:
-            v = avg_vruntime(S, X, p)
-            if v >= 0:
-                X[X_VR + best] = v
+        update_min_vruntime(S, X, prof, src)
         S[ci(p, Cpu.CUR)] = -1
         S[ci(p, Cpu.EXIT_LAT)] = 0
         S[ci(p, Cpu.IDLE_T)] = now
@@ -110,7 +116,7 @@ def dispatch(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p:
     set_state(S, e, St.RUNNING)
     set_cpu(S, e, p)
     if S[ei(e, Ent.FIFO)] == 0:
-        start_slice(S, X, cfg, p, e, now, ovh_idle)
+        start_slice(S, X, cfg, prof, p, e, now, ovh_idle)
     vcpu_sched_in(S, X, cfg, prof, e, now)
     set_seg_end(S, X, cfg, prof, p, now)
 
@@ -123,7 +129,7 @@ def pick(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int
         return
     best = pick_rt(S, p)
     if best < 0:
-        best = pick_fair(S, X, p)
+        best = pick_fair(S, X, prof, p)
     if best < 0:
         go_idle(S, X, cfg, prof, p, now)
     else:
@@ -152,34 +158,74 @@ def place_cpu(S: np.ndarray, e: int) -> int:
 @jit
 def make_runnable(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int, now: int) -> None:
     """e wakes up: placed on a pCPU, it runs at once when that pCPU is idle (or halt-polling, or running a
-    fair task and e is FIFO), else it waits."""
+    fair task and e is FIFO, or running a fair task that the fair class says e preempts), else it waits."""
+    enqueue_runnable(S, X, cfg, prof, e, now, True)
+
+
+@jit
+def unthrottle(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int, now: int) -> None:
+    """e's CFS bandwidth is refilled: it is enqueued again (placed with its saved lag) without a wake-up
+    preemption check. kernel/sched/fair.c unthrottle_cfs_rq enqueues the group entity and reschedules
+    only an idle CPU ("if (rq->curr == rq->idle && rq->cfs.nr_running) resched_curr(rq)"); only
+    try_to_wake_up's wakeup_preempt (check_preempt_wakeup_fair) can preempt a running fair task at once,
+    so an unthrottled entity waits for the current's slice end (or its update_curr resched)."""
+    enqueue_runnable(S, X, cfg, prof, e, now, False)
+
+
+@jit
+def enqueue_runnable(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e: int, now: int,
+                     wakeup: bool) -> None:
+    """e becomes runnable on a pCPU; wakeup: it comes from try_to_wake_up, so the fair class may preempt."""
     p = place_cpu(S, e)
+    prev = S[ei(e, Ent.CPU)]
+    cur = S[ci(p, Cpu.CUR)]
+    fair_cur = cur >= 0 and S[ei(cur, Ent.FIFO)] == 0
+    resched = False
+    if fair_cur:
+        # enqueue_entity's update_curr: the current entity's vruntime up to now before e is placed; a
+        # served request gets its new slice (update_deadline), which ends RUN_TO_PARITY's protection
+        charge(S, X, cfg, p, now)
+        update_min_vruntime(S, X, prof, p)
+        if (prof[Prof.SCHED_CFS] == 0 and catch_up_deadline(S, X, cfg, prof, p, cur, now)
+                and others_runnable(S, p, cur) and S[ei(cur, Ent.ACT)] != Act.HPOLL):
+            # update_deadline with others queued: resched, and the pick below sees e queued too
+            stop_current(S, X, cfg, prof, p, now, St.RUNNABLE)
+            cur = -1
+            fair_cur = False
+            resched = True
     set_cpu(S, e, p)
     if S[ei(e, Ent.FIFO)] == 0:
-        place_entity(S, X, cfg, p, e)
+        place_entity(S, X, cfg, prof, p, e, prev)
     set_state(S, e, St.RUNNABLE)
     S[ei(e, Ent.RUNNABLE_T)] = now
-    cur = S[ci(p, Cpu.CUR)]
     if cur < 0:
-        dispatch(S, X, cfg, prof, p, e, now)
+        if resched:
+            pick(S, X, cfg, prof, p, now)  # the resched above: e competes with those already waiting
+        else:
+            dispatch(S, X, cfg, prof, p, e, now)
         return
     if S[ei(cur, Ent.ACT)] == Act.HPOLL:
         # KVM stops halt-polling as soon as another task is runnable on this pCPU.
         vcpu_block(S, X, cfg, prof, p, now)
         return
-    if S[ei(e, Ent.FIFO)] == 1 and S[ei(cur, Ent.FIFO)] == 0 and S[ci(p, Cpu.RT_THR)] == 0:
-        stop_current(S, X, cfg, p, now, St.RUNNABLE)
+    if S[ei(e, Ent.FIFO)] == 1 and fair_cur and S[ci(p, Cpu.RT_THR)] == 0:
+        stop_current(S, X, cfg, prof, p, now, St.RUNNABLE)
         dispatch(S, X, cfg, prof, p, e, now)
         return
-    if S[ei(cur, Ent.FIFO)] == 0:
-        charge(S, X, cfg, p, now)
-        set_seg_end(S, X, cfg, prof, p, now)  # RUN_TO_PARITY: current keeps its slice
+    if fair_cur:
+        if wakeup and S[ei(e, Ent.FIFO)] == 0 and wakeup_preempt(S, X, prof, p, cur, e):
+            stop_current(S, X, cfg, prof, p, now, St.RUNNABLE)
+            pick(S, X, cfg, prof, p, now)
+            return
+        if prof[Prof.SCHED_CFS] > 0:
+            cfs_slice_end(S, X, cfg, prof, p, cur)  # the ideal slice shrinks with the queue
+        set_seg_end(S, X, cfg, prof, p, now)
 
 
 @jit
 def vcpu_block(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, p: int, now: int) -> None:
     """The running vCPU on p blocks in kvm_vcpu_halt (schedule() out) and p picks what runs next."""
-    e = stop_current(S, X, cfg, p, now, St.SLEEP)
+    e = stop_current(S, X, cfg, prof, p, now, St.SLEEP)
     S[ei(e, Ent.ACT)] = Act.NONE
     X[OFF_ACC + Acc.VM_BUSY] += prof[Prof.BLOCK_NS]
     X[OFF_ACC + Acc.VCPU_BUSY] += prof[Prof.BLOCK_NS]
@@ -195,7 +241,7 @@ def yield_to(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray, e:
         if cur < 0:
             dispatch(S, X, cfg, prof, q, e, now)
         elif S[ei(cur, Ent.FIFO)] == 0:
-            stop_current(S, X, cfg, q, now, St.RUNNABLE)
+            stop_current(S, X, cfg, prof, q, now, St.RUNNABLE)
             dispatch(S, X, cfg, prof, q, e, now)
 
 
@@ -206,13 +252,13 @@ def segment_end(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray,
     (EEVDF re-pick). Returns False when the entity's activity itself is done, for its owner to handle."""
     e = S[ci(p, Cpu.CUR)]
     if budget_left(S, cfg, e) <= 0:
-        stop_current(S, X, cfg, p, now, St.THROTTLED)
+        stop_current(S, X, cfg, prof, p, now, St.THROTTLED)
         S[ei(e, Ent.RUNNABLE_T)] = now
         pick(S, X, cfg, prof, p, now)
         return True
     if rt_exhausted(S, prof, p, e):
         S[ci(p, Cpu.RT_THR)] = 1
-        stop_current(S, X, cfg, p, now, St.RUNNABLE)
+        stop_current(S, X, cfg, prof, p, now, St.RUNNABLE)
         pick(S, X, cfg, prof, p, now)
         return True
     rem = S[ei(e, Ent.REM)]
@@ -220,8 +266,9 @@ def segment_end(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray,
     if rem <= 0 and busy_left <= 0:
         return False
     if S[ei(e, Ent.FIFO)] == 0 and others_runnable(S, p, e):
-        renew_reached_deadline(X, cfg, e)
-        stop_current(S, X, cfg, p, now, St.RUNNABLE)
+        if prof[Prof.SCHED_CFS] == 0:
+            renew_reached_deadline(X, cfg, e)
+        stop_current(S, X, cfg, prof, p, now, St.RUNNABLE)
         pick(S, X, cfg, prof, p, now)
         if S[ei(e, Ent.STATE)] == St.RUNNABLE:
             q = place_cpu(S, e)
@@ -232,7 +279,6 @@ def segment_end(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray,
                 make_runnable(S, X, cfg, prof, e, now)
     else:
         if S[ei(e, Ent.FIFO)] == 0:
-            new_deadline(X, cfg, e)
-            S[ci(p, Cpu.SLICE_END)] = now + int(cfg[Cfg.SLICE])
+            renew_slice_alone(S, X, cfg, prof, p, e, now)
         set_seg_end(S, X, cfg, prof, p, now)
     return True

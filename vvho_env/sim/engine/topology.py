@@ -126,7 +126,7 @@ def configure(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray, prof
     for p in range(MP):
         cur = S[ci(p, Cpu.CUR)]
         if cur >= 0 and not (S[ei(cur, Ent.MASK)] >> p) & 1:
-            stop_current(S, X, cfg, p, now, St.SLEEP)
+            stop_current(S, X, cfg, prof, p, now, St.SLEEP)
             pick(S, X, cfg, prof, p, now)
             S[OFF_EV + EV_ENT0 + cur] = now
             if S[ei(cur, Ent.KIND)] == Kind.VCPU:

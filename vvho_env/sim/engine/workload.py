@@ -154,6 +154,6 @@ def neighbour_done(S: np.ndarray, X: np.ndarray, R: np.ndarray, cfg: np.ndarray,
     if e - E_NEIGH0 < S[Scalar.HK]:
         X[OFF_ACC + Acc.NEIGH_ON] += now - S[ei(e, Ent.HALT_T)]
         X[OFF_ACC + Acc.NEIGH_WORK] += S[ei(e, Ent.AFTER)]
-    stop_current(S, X, cfg, p, now, St.SLEEP)
+    stop_current(S, X, cfg, prof, p, now, St.SLEEP)
     schedule_neighbour(S, R, cfg, prof, e, now)
     pick(S, X, cfg, prof, p, now)
