@@ -1,4 +1,4 @@
-"""Agent quality benchmark: the default PPO config on diurnal-noisy-v0 against the oracle and the best
+"""Agent quality benchmark: the default PPO config on diurnal-noisy-v1 against the oracle and the best
 single static setting (baselines.search.best_settings, cached under results/oracle).
 
 Target: trained in <= 10 minutes on 2 cores, the policy's mean objective on held-out seeds is within

@@ -128,7 +128,7 @@ def test_train_export_evaluate_cli(tmp_path: Path) -> None:
 
     from vvho.tracking import tracked_run
 
-    with tracked_run("vvho-mission", "summary", {"scenario": "diurnal-noisy-v0", "seed": 0}, results_dir=tmp_path):
+    with tracked_run("vvho-mission", "summary", {"scenario": "diurnal-noisy-v1", "seed": 0}, results_dir=tmp_path):
         mlflow.log_metric("x", 1.0)
     res = runner.invoke(app, ["runs", "compare", "--results-dir", str(tmp_path), "--json"])
     assert res.exit_code == 0 and len(json.loads(res.stdout)["runs"]) == 2, res.output
@@ -138,7 +138,7 @@ def test_train_export_evaluate_cli(tmp_path: Path) -> None:
 
     client = mlflow.MlflowClient(Paths.at(tmp_path).tracking_uri)
     run = client.get_run(run_id)
-    assert run.info.run_name.startswith("ppo.s0.") and run.info.run_name.endswith(".diurnal-noisy-v0")
+    assert run.info.run_name.startswith("ppo.s0.") and run.info.run_name.endswith(".diurnal-noisy-v1")
     assert run.data.tags["run_state"] == "finished" and run.info.status == "FINISHED"
     assert "git_commit" in run.data.tags and "version.stable-baselines3" in run.data.tags
     for key in ("objective/J", "latency/p50_us", "latency/p99_us", "latency/p999_us", "slo/violation_frac",

@@ -104,7 +104,7 @@ def test_bad_tags(tmp_path: Path, tag: str) -> None:
     (["runs", "list", "--limit", "0"], "--limit"),
     (["runs", "compare"], "no tracking store"),
     (["evaluate", "x", "--seeds", "5-1"], "--seeds"),
-    (["evaluate", "x", "--scenario", "diurnal-noisy-v1"], "did you mean 'diurnal-noisy-v0'"),
+    (["evaluate", "x", "--scenario", "diurnal-noisy-v1"], "did you mean 'diurnal-noisy-v1'"),
     (["scenarios", "--nope"], "--nope"),
 ])
 def test_bad_options(tmp_path: Path, args: list[str], expect: str) -> None:
@@ -117,7 +117,7 @@ def _fake_bundle(path: Path, graph: bytes) -> Path:
     (path / "policy.onnx").write_bytes(graph)
     manifest = {"format_version": 1, "graph": "policy.onnx", "graph_sha256": hashlib.sha256(graph).hexdigest(),
                 "knob_names": ["vcpu_quota"], "action_low": [-1], "action_high": [1], "obs_size": 45,
-                "action_mode": "absolute", "history": 4, "scenario": "diurnal-noisy-v0", "host_profile": "xeon-kvm"}
+                "action_mode": "absolute", "history": 4, "scenario": "diurnal-noisy-v1", "host_profile": "xeon-kvm"}
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
 

@@ -314,7 +314,7 @@ def _batch_run(sim: BatchSim, envs: list[int], seeds: list[int], sid: str, acts:
     return out
 
 
-@pytest.mark.parametrize("sid", ["diurnal-noisy-v0", "overcommit-4to1-v0"])
+@pytest.mark.parametrize("sid", ["diurnal-noisy-v1", "overcommit-4to1-v0"])
 def test_env_k_alone_equals_env_k_batched(sid: str) -> None:
     n_knobs = len(acting_knobs(load_scenario(sid).host_profile, None))
     acts = np.random.default_rng(1).uniform(-1, 1, (len(SEEDS), 5, n_knobs))
@@ -326,7 +326,7 @@ def test_env_k_alone_equals_env_k_batched(sid: str) -> None:
 
 
 def test_vector_env_k_alone_equals_env_k_batched() -> None:
-    venv = VVHOVectorEnv(len(SEEDS), "mixed-v0")
+    venv = VVHOVectorEnv(len(SEEDS), "mixed-v1")
     obs, _ = venv.reset(seed=SEEDS)
     acts = np.random.default_rng(2).uniform(-1, 1, (5, *venv.action_space.shape)).astype(np.float32)
     trace = [obs]
@@ -335,7 +335,7 @@ def test_vector_env_k_alone_equals_env_k_batched() -> None:
         trace.append((o, r, info["p99_us"], info["vm_cpu"]))
     venv.close()
     for k in (0, 3, 7):
-        solo = VVHOVectorEnv(1, "mixed-v0")
+        solo = VVHOVectorEnv(1, "mixed-v1")
         o1, _ = solo.reset(seed=[SEEDS[k]])
         np.testing.assert_array_equal(o1[0], trace[0][k])
         for t, a in enumerate(acts):

@@ -57,7 +57,7 @@ class FaultInjector:
 
 
 def _env(backend: FaultInjector, **kw: object) -> VVHOEnv:
-    return VVHOEnv("diurnal-noisy-v0", backend=backend, retries=2, backoff_s=0.001, max_steps=20, **kw)  # type: ignore[arg-type]
+    return VVHOEnv("diurnal-noisy-v1", backend=backend, retries=2, backoff_s=0.001, max_steps=20, **kw)  # type: ignore[arg-type]
 
 
 def test_a_transient_fault_is_retried_and_reported() -> None:

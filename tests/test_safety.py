@@ -26,7 +26,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> PolicyBundle:
     cfg = load_config("ppo_core", ["train.n_envs=4", "train.eval_seeds=[901]", "train.progress_bar=false",
                                    "train.total_timesteps=64", "train.eval_every=64", "train.checkpoint_every=64",
                                    "env.max_steps=20", "agent.n_steps=8", "agent.batch_size=16", "agent.n_epochs=1",
-                                   "agent.net_arch=[32]", "env.mixture=[diurnal-noisy-v0,bursty-mmpp-v0]"])
+                                   "agent.net_arch=[32]", "env.mixture=[diurnal-noisy-v1,bursty-mmpp-v0]"])
     paths = Paths.at(tmp)
     run_id = train_run(cfg, paths).run_id
     model, vecnorm = load_trained(cfg, paths.checkpoints / run_id)

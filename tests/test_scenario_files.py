@@ -63,7 +63,7 @@ def test_the_content_hash_tells_two_versions_of_one_id_apart(tmp_path: Path) -> 
     assert a.id == b.id and a.content_hash != b.content_hash and a.key != b.key
     _write(f, _scenario(description="only the words changed"))
     assert load_scenario(str(f)).content_hash == a.content_hash
-    cat = catalogue()["diurnal-noisy-v0"]
+    cat = catalogue()["diurnal-noisy-v1"]
     copy = _write(tmp_path / "copy.yaml", cat.model_dump(mode="json"))
     assert load_scenario(str(copy)).key == cat.key
 
@@ -141,18 +141,18 @@ def test_arbitrary_file_content_never_raises_anything_but_a_scenario_error(tmp_p
 
 # ---------------------------------------------------------------- held-out variants
 def test_held_out_variants_are_deterministic_new_scenarios() -> None:
-    base = load_scenario("diurnal-noisy-v0")
-    a, b = load_scenario("diurnal-noisy-v0~1"), load_scenario("diurnal-noisy-v0~1")
-    c = load_scenario("diurnal-noisy-v0~2")
+    base = load_scenario("diurnal-noisy-v1")
+    a, b = load_scenario("diurnal-noisy-v1~1"), load_scenario("diurnal-noisy-v1~1")
+    c = load_scenario("diurnal-noisy-v1~2")
     assert a == b and a.key == b.key
     assert len({base.content_hash, a.content_hash, c.content_hash}) == 3
-    assert a.id == "diurnal-noisy-v0~1" and "held-out variant 1" in a.description
+    assert a.id == "diurnal-noisy-v1~1" and "held-out variant 1" in a.description
     assert [p.name for p in a.phases] != [p.name for p in base.phases]  # another phase order
     assert a.slo_us != base.slo_us and all(p.intervals >= 10 for p in a.phases)
 
 
-@pytest.mark.parametrize("base", ["diurnal-noisy-v0", "bursty-mmpp-v0", "flash-crowd-v0", "neighbour-churn-v0",
-                                  "mixed-v0", "steady-low-v0"])
+@pytest.mark.parametrize("base", ["diurnal-noisy-v1", "bursty-mmpp-v0", "flash-crowd-v0", "neighbour-churn-v0",
+                                  "mixed-v1", "steady-low-v0"])
 def test_every_variant_of_the_catalogue_is_a_valid_scenario(base: str) -> None:
     for n in range(6):
         v = load_scenario(f"{base}~{n}")
@@ -161,6 +161,6 @@ def test_every_variant_of_the_catalogue_is_a_valid_scenario(base: str) -> None:
 
 
 def test_bad_variant_refs_say_what_is_accepted() -> None:
-    for ref in ("diurnal-noisy-v0~x", "~3", "no-such-v0~1"):
+    for ref in ("diurnal-noisy-v1~x", "~3", "no-such-v0~1"):
         with pytest.raises(ScenarioError, match="accepted"):
             load_scenario(ref)

@@ -45,7 +45,7 @@ def median_p99(ts: list[Telemetry]) -> float:
 
 
 def test_same_seed_gives_identical_telemetry() -> None:
-    sc = load_scenario("mixed-v0")
+    sc = load_scenario("mixed-v1")
     a = [t.as_dict() for t in run(sc, {"vcpu_quota": 50_000, "halt_poll_ns": 0})]
     b = [t.as_dict() for t in run(sc, {"vcpu_quota": 50_000, "halt_poll_ns": 0})]
     c = [t.as_dict() for t in run(sc, {"vcpu_quota": 50_000, "halt_poll_ns": 0}, seed=SEED + 1)]
@@ -117,7 +117,7 @@ def test_more_cpu_shares_protect_the_vm_from_neighbours() -> None:
 
 def test_default_scenario_recovers_after_the_peak() -> None:
     """Backlogged vCPUs must not stay stacked on one shared pCPU: the peak's queue drains in the evening."""
-    sc = load_scenario("diurnal-noisy-v0")
+    sc = load_scenario("diurnal-noisy-v1")
     tels = run(sc, windows=sc.episode_intervals, seed=1)
     evening_tail = tels[-5:]
     assert median_p99(evening_tail) < 10 * sc.slo_us, [round(t.p99_us) for t in evening_tail]

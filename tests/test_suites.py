@@ -40,7 +40,7 @@ def test_core_is_the_catalogue_plus_held_out_variants() -> None:
     xeon = [sid for sid, sc in catalogue().items() if sc.host_profile == "xeon-kvm"]
     assert sorted(core.train) == sorted(xeon)
     assert {load_scenario(r).id.split("~")[0] for r in core.held_out.refs()} >= {
-        "diurnal-noisy-v0", "bursty-mmpp-v0", "flash-crowd-v0", "neighbour-churn-v0", "mixed-v0"}
+        "diurnal-noisy-v1", "bursty-mmpp-v0", "flash-crowd-v0", "neighbour-churn-v0", "mixed-v1"}
 
 
 def test_the_json_schema_is_current() -> None:
@@ -111,5 +111,5 @@ def test_a_config_with_a_suite_trains_on_its_mixture() -> None:
     assert cfg.env.randomisation == core.randomisation
     small = load_config("ppo_core", ["suite=quick"])
     assert small.env.mixture == load_suite("quick").train
-    own = load_config("ppo_core", ["env.mixture=[mixed-v0, flash-crowd-v0]"])
-    assert own.env.mixture == ["mixed-v0", "flash-crowd-v0"] and own.env.scenario == "mixed-v0"
+    own = load_config("ppo_core", ["env.mixture=[mixed-v1, flash-crowd-v0]"])
+    assert own.env.mixture == ["mixed-v1", "flash-crowd-v0"] and own.env.scenario == "mixed-v1"

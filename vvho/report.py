@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 CAVEAT = ("best-known is the best settings per phase any search has shown (it knows the phase schedule, "
           "which no method does); it is not a physical limit")
-DYNAMIC = ("diurnal-noisy-v0", "mixed-v0", "flash-crowd-v0", "neighbour-churn-v0", "bursty-mmpp-v0")
+DYNAMIC = ("diurnal-noisy-v1", "mixed-v1", "flash-crowd-v0", "neighbour-churn-v0", "bursty-mmpp-v0")
 
 
 def fmt_est(e: S.Estimate, spec: str = ".3f") -> str:

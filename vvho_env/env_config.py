@@ -30,7 +30,7 @@ def checked_scenario_ref(value: str) -> str:
 class EnvConfig(StrictModel):
     """The environment the agent trains on (always the simulator; live hosts only deploy)."""
 
-    scenario: str = Field("diurnal-noisy-v0", description="the scenario (an id, a YAML file or a held-out variant "
+    scenario: str = Field("diurnal-noisy-v1", description="the scenario (an id, a YAML file or a held-out variant "
                           "BASE~N); its host profile decides which knobs the policy acts on; with a mixture, the "
                           "first of it", json_schema_extra={"accepted": _SCENARIO_ACCEPTED})
     mixture: list[str] | None = Field(None, min_length=1, max_length=256, description="train on these scenarios: "

@@ -1,7 +1,7 @@
 """The versioned scenario catalogue: workload + neighbours + host profile, phase by phase.
 
 Scenarios live in ``scenarios.yaml`` beside this file and are validated by the pydantic models below.
-An id names a version (``diurnal-noisy-v0``); changing a scenario's behaviour means a new version.
+An id names a version (``diurnal-noisy-v1``); changing a scenario's behaviour means a new version.
 Wherever a scenario is accepted, ``load_scenario`` also takes a YAML file in the catalogue's format
 (``vvho_env.scenario_files``) and a held-out variant of a catalogue scenario (``vvho_env.variants``);
 a scenario is identified by its id plus ``content_hash``, so that two versions never mix.
@@ -26,7 +26,7 @@ from vvho_env.errors import VVHOError, did_you_mean
 from vvho_env.sim.profiles import PROFILES
 
 CATALOGUE = Path(__file__).with_name("scenarios.yaml")
-DEFAULT_SCENARIO = "diurnal-noisy-v0"
+DEFAULT_SCENARIO = "diurnal-noisy-v1"
 
 
 class ScenarioError(VVHOError, ValueError):

@@ -38,7 +38,7 @@ def from_ref(ref: str) -> Scenario:
     base, _, number = ref.rpartition(SEPARATOR)
     if not base or not number.isdigit():
         raise ScenarioError(f"held-out variant {ref!r} not accepted; accepted: BASE{SEPARATOR}N with BASE a scenario "
-                            "id or file and N an integer >= 0 (e.g. diurnal-noisy-v0~1)")
+                            "id or file and N an integer >= 0 (e.g. diurnal-noisy-v1~1)")
     return held_out(load_scenario(base), int(number))
 
 

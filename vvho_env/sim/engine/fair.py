@@ -72,14 +72,21 @@ def on_fair_rq(S: np.ndarray, o: int, p: int) -> bool:
 
 
 @jit
-def avg_vruntime(S: np.ndarray, X: np.ndarray, p: int) -> float:
-    """Weighted average vruntime of the fair entities queued or running on p (EEVDF's V); -1 when none."""
+def rq_sums(S: np.ndarray, X: np.ndarray, p: int) -> tuple[float, float]:
+    """Sum of weight x vruntime and sum of weights of the fair entities queued or running on p."""
     num = 0.0
     den = 0.0
     for o in range(ME):
         if on_fair_rq(S, o, p):
             num += X[X_W + o] * X[X_VR + o]
             den += X[X_W + o]
+    return num, den
+
+
+@jit
+def avg_vruntime(S: np.ndarray, X: np.ndarray, p: int) -> float:
+    """Weighted average vruntime of the fair entities queued or running on p (EEVDF's V); -1 when none."""
+    num, den = rq_sums(S, X, p)
     return num / den if den > 0 else -1.0
 
 
@@ -302,12 +309,7 @@ def place_entity(S: np.ndarray, X: np.ndarray, cfg: np.ndarray, prof: np.ndarray
         if X[X_VR + e] < floor:
             X[X_VR + e] = floor
         return
-    num = 0.0
-    load = 0.0
-    for o in range(ME):
-        if on_fair_rq(S, o, p):
-            num += X[X_W + o] * X[X_VR + o]
-            load += X[X_W + o]
+    num, load = rq_sums(S, X, p)
     if load > 0:
         lag = X[X_LAG + e] * (load + X[X_W + e]) / load
         X[X_VR + e] = num / load - lag
