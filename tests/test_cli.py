@@ -104,7 +104,7 @@ def test_bad_tags(tmp_path: Path, tag: str) -> None:
     (["runs", "list", "--limit", "0"], "--limit"),
     (["runs", "compare"], "no tracking store"),
     (["evaluate", "x", "--seeds", "5-1"], "--seeds"),
-    (["evaluate", "x", "--scenario", "diurnal-noisy-v1"], "did you mean 'diurnal-noisy-v1'"),
+    (["evaluate", "x", "--scenario", "diurnal-noisy-v9"], "did you mean 'diurnal-noisy-v1'"),
     (["scenarios", "--nope"], "--nope"),
 ])
 def test_bad_options(tmp_path: Path, args: list[str], expect: str) -> None:

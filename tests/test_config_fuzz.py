@@ -275,7 +275,7 @@ def test_did_you_mean() -> None:
     with pytest.raises(ConfigError, match=r"did you mean 'halt_poll_ns'"):
         parse_config({"env": {"knob_names": ["halt_pol_ns"]}}, SOURCE)
     with pytest.raises(ConfigError, match=r"did you mean 'diurnal-noisy-v1'"):
-        parse_config({"env": {"scenario": "diurnal-noisy-v1"}}, SOURCE)
+        parse_config({"env": {"scenario": "diurnal-noisy-v9"}}, SOURCE)
     with pytest.raises(ConfigError, match=r"field agent\.algorithm: 'ppp' not accepted \(did you mean 'ppo'\?\)"):
         parse_config({"agent": {"algorithm": "ppp"}}, SOURCE)
 

@@ -32,7 +32,7 @@ def kernel_heavy(guest_spinlock: str, **phase: object) -> Scenario:
 # (0.9 CPU of service) beside CPU-bound neighbours on every pCPU, 1-ms slices. vCPUs are runnable all
 # the time and preempted at slice ends, some inside the critical section (lock-holder preemption) or
 # while queued for the lock (lock-waiter preemption). At the phase's own 12,000 rps the vCPUs drain their
-# queue and halt before a slice ends, and before wake-up preemption (c8fb00e) a
+# queue and halt before a slice ends, and before wake-up preemption (fb5bcbe) a
 # holder was almost never descheduled: there PLE had nothing to act on.
 SATURATED = {"rate_rps": 30000.0, "service_mean_us": 30.0, "lock_prob": 1.0, "neighbour_demand": (1.0,)}
 
