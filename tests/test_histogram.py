@@ -114,3 +114,13 @@ def test_one_histogram_percentile_is_the_batch_rule_bit_for_bit(seed: int, q: fl
     want = h.percentiles_ns(counts, (q,))[0]
     got = h.percentile_ns(counts, q)
     assert (math.isnan(want) and math.isnan(got)) or got == want
+
+
+def test_the_bucket_value_table_is_bucket_value_ns_bit_for_bit() -> None:
+    """percentile_ns reads each bucket's value from a table computed once; every entry is what
+    bucket_value_ns gives for that bucket alone, and every bucket is a percentile's answer somewhere."""
+    for b in range(h.N_BUCKETS):
+        assert h._BUCKET_NS[b] == float(h.bucket_value_ns(np.array([b]))[0])
+        counts = np.zeros(h.N_BUCKETS, dtype=np.int64)
+        counts[b] = 3
+        assert h.percentile_ns(counts, 99.0) == h.percentiles_ns(counts, (99.0,))[0]
