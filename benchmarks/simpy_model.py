@@ -12,8 +12,14 @@ What a request pays, in order:
   (LLC interference from running neighbours) + tx -> transmit kick (an exit) -> backend tx -> done.
 Host side: KVM halt-polling with its grow/shrink rule (stops as soon as another task is runnable on
 the pCPU), guest haltpoll, busy poll, guest timer ticks, a menu-like idle governor choosing the C-state
-exit latency, per-pCPU EEVDF (zero-lag placement, earliest eligible deadline, a running thread keeps
-its slice against a waking one) under a FIFO class with RT throttling, CFS bandwidth buckets.
+exit latency, per-pCPU EEVDF as in kernel/sched/fair.c 6.6+ (place_entity with the sleeper's lag
+inflated by (W + w) / W, lag clamped to max(2 slices, one tick) of service; entity_eligible against the
+weighted average vruntime; pick_eevdf: earliest eligible deadline; update_deadline gives a new slice once
+the deadline is reached; check_preempt_wakeup_fair: a waking thread preempts when pick_eevdf with it
+queued returns it, RUN_TO_PARITY protecting the current thread only while it is eligible and still on
+the slice it was picked with) under a FIFO class with RT throttling, CFS bandwidth buckets. Slice ends
+take effect at once here (no host-tick granularity). The pre-6.6 CFS generation is not modelled
+(profiles with sched_gen="cfs" are rejected).
 
 Not modelled here (the engine has them): guest spinlocks / pause-loop exiting, closed-loop clients,
 restart outages, knob changes mid-run. Scenarios that need them are rejected with ScenarioError.
@@ -159,6 +165,7 @@ class Thread:
         self.vruntime = 0.0
         self.deadline = 0.0
         self.lag = 0.0
+        self.pick_deadline = -1.0  # deadline when last picked (set_next_entity): RUN_TO_PARITY's slice
         self.runnable_since = 0
         self.act = NONE
         self.rem = 0  # ns of work left in the current activity
@@ -302,7 +309,8 @@ class PCpu:
         assert e is not None
         if new_state != RUNNABLE and not e.fifo:
             # EEVDF keeps a sleeper's lag (PLACE_LAG), clamped to two slices of service
-            limit = 2.0 * self.host.cfg.slice_ns * 1024.0 / e.weight
+            tick = 1e9 / self.host.prof.host_tick_hz
+            limit = max(2.0 * self.host.cfg.slice_ns, tick) * 1024.0 / e.weight
             e.lag = min(limit, max(-limit, self.avg_vruntime() - e.vruntime))
         e.state = new_state
         if new_state == RUNNABLE:
@@ -320,18 +328,34 @@ class PCpu:
             if fifo:
                 best = min(fifo, key=lambda t: t.runnable_since)
         if best is None:
-            fair = [t for t in queued if not t.fifo]
-            if fair:
-                v = self.avg_vruntime()
-                eligible = [t for t in fair if t.vruntime <= v + 1e-6]
-                if eligible:
-                    best = min(eligible, key=lambda t: t.deadline)
-                else:
-                    best = min(fair, key=lambda t: t.vruntime)
+            best = self.pick_eevdf(None)
         if best is None:
             self.go_idle()
         else:
             self.dispatch(best)
+
+    def eligible(self, t: Thread, v: float) -> bool:
+        """entity_eligible: t has not received more than its share, vruntime <= V (relative tolerance)."""
+        return t.vruntime <= v + 1e-9 * max(1.0, abs(v))
+
+    def pick_eevdf(self, cur: Thread | None) -> Thread | None:
+        """pick_eevdf with cur (None: nothing) running: cur if eligible and still on its picked slice
+        (RUN_TO_PARITY); else the eligible queued or current thread with the earliest virtual deadline."""
+        fair = [t for t in self.queued() if not t.fifo]
+        if cur is not None:
+            fair.append(cur)
+        if not fair:
+            return None
+        if len(fair) == 1:
+            return fair[0]
+        v = self.avg_vruntime()
+        if cur is not None and self.eligible(cur, v) and cur.deadline == cur.pick_deadline:
+            return cur
+        eligible = [t for t in fair if self.eligible(t, v)]
+        if not eligible:  # cannot happen exactly: someone is at or before the average
+            return cur if cur is not None else min(fair, key=lambda t: t.vruntime)
+        # the current entity is checked first in the kernel and wins ties
+        return min(eligible, key=lambda t: (t.deadline, t is not cur))
 
     def go_idle(self) -> None:
         """Nothing runnable here: pull the longest-waiting thread allowed here from a busy pCPU
@@ -392,6 +416,7 @@ class PCpu:
         if not e.fifo:
             if e.vruntime >= e.deadline:
                 e.deadline = e.vruntime + self.host.cfg.slice_ns * 1024.0 / e.weight
+            e.pick_deadline = e.deadline
             self.slice_end = now + self.ovh_idle + int((e.deadline - e.vruntime) * e.weight / 1024.0)
         self.replan()
 
@@ -399,18 +424,36 @@ class PCpu:
         """e wakes up here: zero-lag placement, then preempt, stop a halt-poll, or wait for the slice."""
         now = self.env.now
         cfg = self.host.cfg
+        cur = self.cur
+        resched = False
+        if cur is not None and not cur.fifo:
+            # enqueue_entity's update_curr: charge the current thread; a served request gets a new
+            # slice (update_deadline), which reschedules when others wait and ends RUN_TO_PARITY
+            self.charge()
+            if cur.vruntime >= cur.deadline:
+                cur.deadline = cur.vruntime + cfg.slice_ns * 1024.0 / cur.weight
+                if self.others_runnable(cur) and cur.act != HPOLL:
+                    self.stop(RUNNABLE)
+                    cur = None
+                    resched = True
         e.cpu = self
         if not e.fifo:
-            v = self.avg_vruntime()
-            if v >= 0:
-                e.vruntime = v - e.lag
+            num = load = 0.0
+            for t in self.host.threads:
+                if t is not e and t.cpu is self and t.state in (RUNNABLE, RUNNING) and not t.fifo:
+                    num += t.weight * t.vruntime
+                    load += t.weight
+            if load > 0:  # place_entity, PLACE_LAG: the lag survives e's own weight in V
+                e.vruntime = num / load - e.lag * (load + e.weight) / load
             e.deadline = e.vruntime + cfg.slice_ns * 1024.0 / e.weight
         e.lag = 0.0
         e.state = RUNNABLE
         e.runnable_since = now
-        cur = self.cur
         if cur is None:
-            self.dispatch(e)
+            if resched:
+                self.pick()  # e competes with those already waiting
+            else:
+                self.dispatch(e)
         elif cur.act == HPOLL:
             # KVM stops halt-polling as soon as another task is runnable on this pCPU
             self.stop(SLEEP)
@@ -421,8 +464,11 @@ class PCpu:
             self.stop(RUNNABLE)
             self.dispatch(e)
         elif not cur.fifo:
-            self.charge()
-            self.replan()  # the running thread keeps its slice (RUN_TO_PARITY)
+            if not e.fifo and self.pick_eevdf(cur) is e:  # check_preempt_wakeup_fair
+                self.stop(RUNNABLE)
+                self.pick()
+            else:
+                self.replan()
 
     def segment_ended(self) -> None:
         e = self.cur
@@ -617,6 +663,9 @@ class Host:
     """One latency VM on a shared host, with its neighbours, workload and measurement."""
 
     def __init__(self, env: simpy.Environment, cfg: Config, prof: HostProfile, seed: int) -> None:
+        if prof.sched_gen != "eevdf":
+            raise ScenarioError(f"host profile {prof.name!r}: the SimPy reference models EEVDF only, "
+                                f"not sched_gen={prof.sched_gen!r}")
         self.env = env
         self.cfg = cfg
         self.prof = prof
