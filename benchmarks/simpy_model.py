@@ -17,8 +17,8 @@ inflated by (W + w) / W, lag clamped to max(2 slices, one tick) of service; enti
 weighted average vruntime; pick_eevdf: earliest eligible deadline; update_deadline gives a new slice once
 the deadline is reached; check_preempt_wakeup_fair: a waking thread preempts when pick_eevdf with it
 queued returns it, RUN_TO_PARITY protecting the current thread only while it is eligible and still on
-the slice it was picked with) under a FIFO class with RT throttling, CFS bandwidth buckets. Slice ends
-take effect at once here (no host-tick granularity). The pre-6.6 CFS generation is not modelled
+the slice it was picked with; a served slice is noticed at the next host tick, or at a wake-up's
+update_curr) under a FIFO class with RT throttling, CFS bandwidth buckets. The pre-6.6 CFS generation is not modelled
 (profiles with sched_gen="cfs" are rejected).
 
 Not modelled here (the engine has them): guest spinlocks / pause-loop exiting, closed-loop clients,
@@ -334,6 +334,12 @@ class PCpu:
         else:
             self.dispatch(best)
 
+    def tick_after(self, t: float) -> int:
+        """A served slice is noticed at the next host tick (entity_tick -> update_curr; HRTICK is off by
+        default), ticks on a 1 / CONFIG_HZ grid from time 0."""
+        tick = 1e9 / self.host.prof.host_tick_hz
+        return int(math.ceil(t / tick) * tick)
+
     def eligible(self, t: Thread, v: float) -> bool:
         """entity_eligible: t has not received more than its share, vruntime <= V (relative tolerance)."""
         return t.vruntime <= v + 1e-9 * max(1.0, abs(v))
@@ -417,10 +423,10 @@ class PCpu:
             if e.vruntime >= e.deadline:
                 e.deadline = e.vruntime + self.host.cfg.slice_ns * 1024.0 / e.weight
             e.pick_deadline = e.deadline
-            self.slice_end = now + self.ovh_idle + int((e.deadline - e.vruntime) * e.weight / 1024.0)
+            self.slice_end = self.tick_after(now + self.ovh_idle + (e.deadline - e.vruntime) * e.weight / 1024.0)
         self.replan()
 
-    def enqueue(self, e: Thread) -> None:
+    def enqueue(self, e: Thread, wakeup: bool = True) -> None:
         """e wakes up here: zero-lag placement, then preempt, stop a halt-poll, or wait for the slice."""
         now = self.env.now
         cfg = self.host.cfg
@@ -432,6 +438,7 @@ class PCpu:
             self.charge()
             if cur.vruntime >= cur.deadline:
                 cur.deadline = cur.vruntime + cfg.slice_ns * 1024.0 / cur.weight
+                self.slice_end = self.tick_after(now + cfg.slice_ns)
                 if self.others_runnable(cur) and cur.act != HPOLL:
                     self.stop(RUNNABLE)
                     cur = None
@@ -464,7 +471,7 @@ class PCpu:
             self.stop(RUNNABLE)
             self.dispatch(e)
         elif not cur.fifo:
-            if not e.fifo and self.pick_eevdf(cur) is e:  # check_preempt_wakeup_fair
+            if wakeup and not e.fifo and self.pick_eevdf(cur) is e:  # check_preempt_wakeup_fair
                 self.stop(RUNNABLE)
                 self.pick()
             else:
@@ -501,7 +508,7 @@ class PCpu:
             else:
                 if not e.fifo:
                     e.deadline = e.vruntime + cfg.slice_ns * 1024.0 / e.weight
-                    self.slice_end = now + cfg.slice_ns
+                    self.slice_end = self.tick_after(now + cfg.slice_ns)
                 self.replan()
             return
         e.pending = False
@@ -893,7 +900,8 @@ class Host:
             for t in self.threads:
                 if t.state == THROTTLED:
                     t.state = SLEEP
-                    self.make_runnable(t)
+                    # unthrottle_cfs_rq reschedules only an idle CPU: no wake-up preemption check
+                    self.wake_target(t).enqueue(t, wakeup=False)
             for c in self.pcpus:
                 if c.cur is not None:
                     c.charge()
