@@ -186,8 +186,7 @@ class PolicyBundle:
         action bounds. For normalise_one's output, in this bundle's buffer: valid until the next such call."""
         if batch is self._one and self._binding is not None:  # normalise_one's output: the bound buffers
             self.session.run_with_iobinding(self._binding)
-            action = self._action_one
-            return np.minimum(np.maximum(action, self._low, out=action), self._high, out=action)
+            return self._clip_in_place(self._action_one)
         if batch.shape[1] != self.obs_size:
             raise BundleError(f"observation has {batch.shape[1]} features; the bundle expects {self.obs_size}")
         feeds: dict[str, np.ndarray] = {"obs": batch}
@@ -201,5 +200,9 @@ class PolicyBundle:
             self._episode_start = np.zeros(batch.shape[0], dtype=np.float32)
         else:
             (action,) = self.session.run(["action"], feeds)
-        # in place (the graph's output is a new array): np.clip's Python-level checks cost more than the clip
+        return self._clip_in_place(action)
+
+    def _clip_in_place(self, action: np.ndarray) -> np.ndarray:
+        """action clipped to the action bounds in place (the graph's output is a new array or this bundle's
+        bound buffer): np.clip's Python-level checks cost more than the clip."""
         return np.minimum(np.maximum(action, self._low, out=action), self._high, out=action)

@@ -72,6 +72,12 @@ def on_fair_rq(S: np.ndarray, o: int, p: int) -> bool:
 
 
 @jit
+def fair_queued(S: np.ndarray, o: int, p: int) -> bool:
+    """Whether entity o is a fair entity waiting (queued, not running) on p: a candidate of a pick."""
+    return S[ei(o, Ent.STATE)] == St.RUNNABLE and S[ei(o, Ent.CPU)] == p and S[ei(o, Ent.FIFO)] == 0
+
+
+@jit
 def rq_sums(S: np.ndarray, X: np.ndarray, p: int) -> tuple[float, float]:
     """Sum of weight x vruntime and sum of weights of the fair entities queued or running on p."""
     num = 0.0
@@ -219,7 +225,7 @@ def pick_eevdf(S: np.ndarray, X: np.ndarray, p: int, cur: int) -> int:
     fallback = -1
     fallback_vr = 0.0
     for o in range(ME):
-        if S[ei(o, Ent.STATE)] == St.RUNNABLE and S[ei(o, Ent.CPU)] == p and S[ei(o, Ent.FIFO)] == 0:
+        if fair_queued(S, o, p):
             if num - X[X_VR + o] * den >= -ELIGIBLE_TOL * den and (best < 0 or X[X_DL + o] < best_dl):
                 best_dl = X[X_DL + o]
                 best = o
@@ -239,8 +245,7 @@ def pick_cfs(S: np.ndarray, X: np.ndarray, p: int) -> int:
     best = -1
     best_vr = 0.0
     for o in range(ME):
-        queued = S[ei(o, Ent.STATE)] == St.RUNNABLE and S[ei(o, Ent.CPU)] == p and S[ei(o, Ent.FIFO)] == 0
-        if queued and (best < 0 or X[X_VR + o] < best_vr):
+        if fair_queued(S, o, p) and (best < 0 or X[X_VR + o] < best_vr):
             best_vr = X[X_VR + o]
             best = o
     return best
